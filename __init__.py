@@ -1,0 +1,10 @@
+"""ComfyUI entry point of the Harmony node pack (ComfyUI loads this file; nothing else lives here).
+
+The pure-PyTorch library is ``harmony_core``; the ComfyUI adapters are in ``nodes``.
+"""
+
+
+async def comfy_entrypoint():
+    from .nodes import HarmonyExtension
+
+    return HarmonyExtension()
