@@ -143,3 +143,36 @@ def test_bad_inputs_get_a_clear_error_naming_the_value(tiny_model, tiny_config, 
     v, a, c = bad(v, a, make_conditions(tiny_config))
     with pytest.raises(ValueError, match=match):
         tiny_model(v, a, torch.tensor([0.5]), torch.tensor([0.5]), c)
+
+
+def test_injected_operations_and_attention_are_the_ones_used(tiny_config):
+    from types import SimpleNamespace
+
+    from harmony_core.model.layers import sdpa_attention
+
+    built, calls = [], []
+
+    class TrackedLinear(torch.nn.Linear):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            built.append(self)
+
+    def attention(q, k, v, heads, mask=None):
+        calls.append(q.shape)
+        return sdpa_attention(q, k, v, heads, mask)
+
+    ops = SimpleNamespace(
+        Linear=TrackedLinear,
+        Conv1d=torch.nn.Conv1d,
+        Conv3d=torch.nn.Conv3d,
+        LayerNorm=torch.nn.LayerNorm,
+        RMSNorm=torch.nn.RMSNorm,
+    )
+    model = HarmonyDiT(tiny_config, operations=ops, attention=attention)
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(isinstance(m, TrackedLinear) for m in linears) and len(built) == len(linears)
+    v, a = make_latents(tiny_config, frames=3)
+    with torch.no_grad():
+        model(v, a, torch.tensor([0.5]), torch.tensor([0.5]), make_conditions(tiny_config, ref=2))
+    # per dual block: 2 self + 2 text cross + A2V + V2A + style = 7 attention calls
+    assert len(calls) == 7 * tiny_config.video.num_layers
