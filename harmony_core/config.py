@@ -200,10 +200,13 @@ class TimelineConfig:
         return 1 + (latent_frames - 1) * s if self.causal_first_frame else latent_frames * s
 
     def pixel_frames_for_seconds(self, seconds: float) -> int:
-        """Nearest valid pixel-frame count for a duration (at least one latent frame)."""
+        """Nearest valid pixel-frame count to ``seconds * fps`` (ties go to the longer clip),
+        at least two latent frames' worth."""
         s = self.vae_time_stride
-        k = max(1, round(seconds * self.fps / s))
-        return 1 + k * s if self.causal_first_frame else k * s
+        frames = seconds * self.fps
+        if self.causal_first_frame:
+            return 1 + s * max(1, math.floor((frames - 1) / s + 0.5))
+        return s * max(1, math.floor(frames / s + 0.5))
 
     def seconds_for_pixel_frames(self, pixel_frames: int) -> float:
         return pixel_frames / self.fps
