@@ -324,6 +324,33 @@ def _tiny() -> HarmonyConfig:
     return HarmonyConfig(video=video, audio=audio, speech_dim=12, name="tiny")
 
 
+def _synthetic() -> HarmonyConfig:
+    """The shipped CPU model: 64x64 px at 24 fps over the tiny VAEs (12-channel video latents at
+    /8, 8-channel audio latents at 31.25/s), MiniLM captions (384) and a 128-wide transcript encoder."""
+    video = TowerConfig(
+        in_channels=12,
+        patch_size=(1, 2, 2),
+        dim=128,
+        ffn_dim=384,
+        num_heads=4,
+        num_layers=4,
+        text_dim=384,
+        patch_kernel=3,
+    )
+    audio = TowerConfig(
+        in_channels=8,
+        patch_size=(1,),
+        dim=128,
+        ffn_dim=384,
+        num_heads=4,
+        num_layers=4,
+        text_dim=384,
+        patch_kernel=3,
+        patch_hidden=256,
+    )
+    return HarmonyConfig(video=video, audio=audio, speech_dim=128, name="synthetic")
+
+
 def _mid() -> HarmonyConfig:
     """A mid-size model for benchmarks (~0.1 B parameters)."""
     video = TowerConfig(
@@ -385,6 +412,7 @@ def _ovi() -> HarmonyConfig:
 
 PRESETS: dict[str, Any] = {
     "tiny": _tiny,
+    "synthetic": _synthetic,
     "mid": _mid,
     "harmony-full": _harmony_full,
     "ovi": _ovi,
