@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from typing import Any
 
 import torch
@@ -26,7 +25,6 @@ __all__ = [
     "gaussian_kl",
     "save_vae",
     "load_vae",
-    "check_state_dict",
     "FORMAT_VERSION",
 ]
 
@@ -197,26 +195,14 @@ def save_vae(path: str | os.PathLike[str], vae: LatentVAE) -> None:
         path: destination ``.safetensors`` file.
         vae: a :class:`VideoVAE` or :class:`AudioVAE`.
     """
-    from safetensors.torch import save_file
+    from ..io.checkpoints import atomic_save_file
 
     if not isinstance(vae, LatentVAE) or not vae.KIND:
         raise TypeError(f"save_vae expects a VideoVAE or AudioVAE, got {type(vae).__name__}.")
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in vae.state_dict().items()}
     config_json = json.dumps(vae._config_dict(), sort_keys=True)
     meta = {"kind": vae.KIND, "config": config_json, "format_version": FORMAT_VERSION}
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_vae_", suffix=".safetensors", dir=folder)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    log.info("saved %s (%d tensors) to %s", vae.KIND, len(tensors), path)
+    atomic_save_file(dict(vae.state_dict()), path, meta)
+    log.info("saved %s to %s", vae.KIND, os.fspath(path))
 
 
 def load_vae(path: str | os.PathLike[str], *, device: str | torch.device = "cpu") -> LatentVAE:
@@ -232,14 +218,12 @@ def load_vae(path: str | os.PathLike[str], *, device: str | torch.device = "cpu"
     Returns:
         The :class:`VideoVAE` or :class:`AudioVAE`, in eval mode.
     """
-    from safetensors import safe_open
-    from safetensors.torch import load_file
+    from ..io.checkpoints import load_state_strict, load_tensors, read_metadata
 
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ValueError(f"VAE file {path!r} does not exist. Train one with harmony_core.vae.train or fix the path.")
-    with safe_open(path, framework="pt") as f:
-        meta = f.metadata() or {}
+    meta = read_metadata(path)
     registry = _registry()
     kind = meta.get("kind")
     if kind not in registry or "config" not in meta:
@@ -249,29 +233,5 @@ def load_vae(path: str | os.PathLike[str], *, device: str | torch.device = "cpu"
         )
     model_cls, config_cls = registry[kind]
     vae = model_cls(config_cls.from_dict(json.loads(meta["config"])))
-    state = load_file(path, device="cpu")
-    check_state_dict(vae, state, source=path)
-    vae.load_state_dict(state, strict=True)
+    load_state_strict(vae, load_tensors(path), source=path)
     return vae.to(device).eval()
-
-
-def check_state_dict(module: nn.Module, state: dict[str, torch.Tensor], *, source: str = "state dict") -> None:
-    """Raise a readable ``ValueError`` unless ``state`` matches ``module``'s keys and shapes exactly."""
-    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    misshaped = sorted(
-        f"{k}: file {tuple(state[k].shape)} vs model {expected[k]}"
-        for k in set(expected) & set(state)
-        if tuple(state[k].shape) != expected[k]
-    )
-    if missing or unexpected or misshaped:
-        parts = []
-        for title, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
-            if items:
-                shown = ", ".join(items[:20]) + (f", ... ({len(items) - 20} more)" if len(items) > 20 else "")
-                parts.append(f"{len(items)} {title} key(s): {shown}")
-        raise ValueError(
-            f"{source} does not match {type(module).__name__}: " + "; ".join(parts)
-            + ". The file was written by a different architecture/config; retrain or use the matching config."
-        )
