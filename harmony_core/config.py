@@ -212,8 +212,9 @@ class TimelineConfig:
         return pixel_frames / self.fps
 
     def audio_latent_frames(self, seconds: float) -> int:
-        """Audio latents covering ``seconds`` (rounded to nearest, at least 1)."""
-        return max(1, round(seconds * self.audio_latent_rate))
+        """Audio latents of a ``seconds``-long clip: whole latents only, at least 1 (MMAudio encodes
+        ``S`` samples to ``S // 256`` mel frames and those to ``// 2`` latents, i.e. it floors)."""
+        return max(1, math.floor(seconds * self.audio_latent_rate + 1e-9))
 
     def audio_latents_for_video(self, latent_frames: int) -> int:
         """Audio latent count matching a clip of ``latent_frames`` video latents."""

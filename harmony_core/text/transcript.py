@@ -260,7 +260,8 @@ class GRN(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Args: x ``[B, L, C]``; mask ``[B, L]`` bool. Returns ``[B, L, C]``."""
         xf = x.float() * mask.unsqueeze(-1)  # fp32 norm: squares of bf16 activations overflow easily
-        g = xf.square().sum(dim=1, keepdim=True).sqrt()  # [B, 1, C]
+        # vector_norm has a zero (not NaN) gradient at 0, which an all-padding (empty) transcript hits
+        g = torch.linalg.vector_norm(xf, dim=1, keepdim=True)  # [B, 1, C]
         n = (g / (g.mean(dim=-1, keepdim=True) + self.eps)).to(x.dtype)
         return self.gamma * (x * n) + self.beta + x
 

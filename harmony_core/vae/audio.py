@@ -4,7 +4,7 @@ Pipeline: mono 16 kHz waveform ``[B, S]`` → log10-mel ``[B, 80, 2*T_a]`` (62.5
 :mod:`.mel`) → Conv1d encoder with one stride-2 step → latents ``[B, C_a, T_a]`` at 31.25 per
 second → Conv1d decoder → log-mel → Griffin-Lim → waveform.
 
-Length rule: ``S`` samples give ``T_a = max(1, round(S / sample_rate * latent_rate))`` latents
+Length rule: ``S`` samples give ``T_a = max(1, S // samples_per_latent)`` latents (MMAudio's floor)
 (the same rounding as ``TimelineConfig.audio_latent_frames``); the waveform is zero-padded or
 trimmed at the end to ``T_a * samples_per_latent`` (512) samples before the mel transform.
 ``decode`` returns exactly ``T_a * 512`` samples; to get a target length ``S`` back, keep
@@ -209,8 +209,8 @@ class AudioVAE(LatentVAE):
         return self.config.latent_rate
 
     def latent_frames(self, num_samples: int) -> int:
-        """``T_a = max(1, round(S / sample_rate * latent_rate))`` for ``S`` samples."""
-        return max(1, round(num_samples / self.sample_rate * self.latent_rate))
+        """``T_a = max(1, S // samples_per_latent)`` for ``S`` samples (MMAudio floors too)."""
+        return max(1, num_samples // self.samples_per_latent)
 
     def fit_length(self, waveform: torch.Tensor) -> torch.Tensor:
         """Zero-pad or trim ``[B, S]`` at the end to ``latent_frames(S) * 512`` samples."""

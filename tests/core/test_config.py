@@ -40,7 +40,7 @@ def test_a_stored_config_from_another_version_is_refused_clearly():
 def test_causal_frame_geometry():
     tl = TimelineConfig()
     assert tl.video_latent_frames(121) == 31 and tl.video_pixel_frames(31) == 121  # Wan2.2 5 s
-    assert tl.audio_latents_for_video(31) == 158  # 121 / 24 s * 31.25 = 157.6 -> 158
+    assert tl.audio_latents_for_video(31) == 157  # 121 / 24 s * 31.25 = 157.55 -> whole latents: 157 (Ovi)
     with pytest.raises(ValueError, match="expected 1 \\+ k\\*4"):
         tl.video_latent_frames(120)
     for seconds in (1.0, 1.1, 2.0, 2.37, 4.0, 5.0):

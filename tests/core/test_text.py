@@ -348,3 +348,12 @@ def test_encoder_rejects_bad_ids_and_masks_up_front():
         enc(ids, mask[:, :2])
     with pytest.raises(TypeError, match="expected integer"):
         enc(ids.float(), mask)
+
+
+def test_an_empty_transcript_gives_finite_gradients():
+    from harmony_core.text.transcript import TranscriptEncoder, tokenize_transcript
+
+    enc = TranscriptEncoder(vocab_size=50, dim=16, num_blocks=2, kernel_size=7, expansion=2, pos_embed=True, eps=1e-6)
+    ids, mask = tokenize_transcript(["", "hello"])
+    enc(ids, mask).sum().backward()
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in enc.parameters())

@@ -160,7 +160,7 @@ def test_decode_returns_exactly_512_samples_per_latent(samples):
         latent = vae.encode(0.1 * torch.randn(1, samples, generator=torch.Generator().manual_seed(0)))
         wave = vae.decode(latent)
     assert wave.shape == (1, latent.shape[-1] * 512)
-    assert abs(wave.shape[-1] - samples) <= 256 or samples < 512
+    assert 0 <= samples - wave.shape[-1] < 512 or samples < 512  # whole latents: at most one partial dropped
 
 
 def test_default_config_has_the_mmaudio_16k_rates_and_eight_channels():
