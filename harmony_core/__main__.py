@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "generate": (".cli.generate", "generate a synchronized clip with sound as an MP4"),
     "eval": (".cli.eval", "measure synchronization of generated clips (text CFG vs SyncCFG)"),
     "train": (".training.cli", "train a Harmony model (stage presets, latent cache, DDP/FSDP, resume, bundle)"),
+    "build-default": (".cli.build_default", "reproduce the shipped tiny model from scratch (VAEs + DiT)"),
 }
 
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import ChannelRMSNorm, LatentVAE
+from .common import ChannelRMSNorm, LatentVAE, init_posterior_logvar_
 from .mel import LogMel, MelConfig
 
 __all__ = ["AudioVAEConfig", "AudioVAE"]
@@ -185,6 +185,7 @@ class AudioVAE(LatentVAE):
         self.mel = LogMel(config.mel)
         self.encoder = _Encoder(config)
         self.decoder = _Decoder(config)
+        init_posterior_logvar_(self.encoder.conv_out, config.latent_channels)
         self.griffin_lim_iters = 32
 
     # --- geometry --------------------------------------------------------------------------------

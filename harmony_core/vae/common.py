@@ -59,6 +59,17 @@ class ChannelRMSNorm(nn.Module):
         return x * torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + self.eps) * self.weight.view(shape)
 
 
+# Initial posterior log-variance: a small std (e^-3 ~ 0.05) so the decoder is not drowned in
+# sampling noise before the encoder has learned a latent scale; the KL term then sets the noise level.
+INITIAL_LOGVAR = -6.0
+
+
+def init_posterior_logvar_(conv: nn.Module, latent_channels: int) -> None:
+    """Set the log-variance half of an encoder's output bias to ``INITIAL_LOGVAR``."""
+    with torch.no_grad():
+        conv.bias[latent_channels:].fill_(INITIAL_LOGVAR)
+
+
 def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mean, exp(logvar)) ‖ N(0, 1)) per element, averaged over every element (a scalar)."""
     return 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).mean()

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .common import ChannelRMSNorm, LatentVAE
+from .common import ChannelRMSNorm, LatentVAE, init_posterior_logvar_
 
 __all__ = ["VideoVAEConfig", "VideoVAE", "CausalConv3d"]
 
@@ -230,6 +230,7 @@ class VideoVAE(LatentVAE):
         super().__init__(config.latent_channels)
         self.config = config
         self.encoder = _Encoder(config)
+        init_posterior_logvar_(self.encoder.conv_out.conv, config.latent_channels)
         self.decoder = _Decoder(config)
 
     @property
