@@ -11,7 +11,6 @@ accepted for one clip). Inside, video latents are ``[B, C_v, T_v, h, w]`` and au
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -192,34 +191,15 @@ class HarmonyEngine:
         x = self.bundle.video_vae.decode(latent.to(self.device, torch.float32))
         return ((x.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 4, 1).nan_to_num(0.0).contiguous()
 
-    def fit_frames(
-        self,
-        frames: torch.Tensor,
-        fps: float,
-        *,
-        height: int | None = None,
-        width: int | None = None,
-        num_frames: int | None = None,
-    ) -> torch.Tensor:
+    def fit_frames(self, frames: torch.Tensor, fps: float, *, height: int | None = None, width: int | None = None,
+                   num_frames: int | None = None) -> torch.Tensor:
         """Resample ``[T, H, W, 3]`` frames to the model's fps (nearest frame), resize/centre-crop to
         (height, width) and trim or pad (repeat last) to ``num_frames`` (default: the longest 1 + 4k)."""
-        if frames.dim() != 4 or frames.shape[-1] != 3:
-            raise ValueError(f"frames have shape {tuple(frames.shape)}: expected [T, H, W, 3].")
+        from .io.fit import fit_frames
+
         h, w = (height, width) if height and width else self.resolution
-        t_in = frames.shape[0]
-        t_out = max(1, math.floor(t_in / fps * self.fps + 1e-6))
-        idx = torch.clamp((torch.arange(t_out) * fps / self.fps + 1e-6).floor().long(), max=t_in - 1)
-        x = frames[idx].permute(0, 3, 1, 2).float()  # [T, 3, H, W]
-        scale = max(h / x.shape[2], w / x.shape[3])
-        size = (max(h, round(x.shape[2] * scale)), max(w, round(x.shape[3] * scale)))
-        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
-        top, left = (size[0] - h) // 2, (size[1] - w) // 2
-        x = x[:, :, top : top + h, left : left + w].permute(0, 2, 3, 1)
-        stride = self.config.timeline.vae_time_stride
-        target = num_frames or 1 + stride * max(1, (x.shape[0] - 1) // stride)
-        if x.shape[0] < target:
-            x = torch.cat([x, x[-1:].expand(target - x.shape[0], -1, -1, -1)])
-        return x[:target].clamp(0, 1).contiguous()
+        return fit_frames(frames, fps, target_fps=self.fps, height=h, width=w,
+                          time_stride=self.config.timeline.vae_time_stride, num_frames=num_frames)
 
     # ------------------------------------------------------------------------------------------
     # Audio
