@@ -1,0 +1,74 @@
+"""The generate and eval commands on a small random bundle (no shipped model needed)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harmony_core.cli import eval as eval_cli
+from harmony_core.cli import generate
+from harmony_core.io.bundle import save_bundle
+from harmony_core.io.media import probe_streams, write_mp4
+from tests._bundles import make_random_bundle
+
+
+@pytest.fixture(scope="module")
+def bundle_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "random.safetensors"
+    save_bundle(path, make_random_bundle())
+    return str(path)
+
+
+def test_generate_writes_an_mp4_with_video_and_audio(bundle_path, tmp_path, capsys):
+    out = tmp_path / "clip.mp4"
+    assert generate.main(["--model", bundle_path, "--prompt", "a red ball bouncing", "--seconds", "1", "--steps", "2",
+                          "--quiet", "--out", str(out)]) == 0
+    info = probe_streams(out)
+    assert info["video"]["codec"] == "h264" and info["video"]["frames"] == 25 and info["audio"]["codec"] == "aac"
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_generate_v2a_keeps_the_input_video_length(bundle_path, tmp_path):
+    from harmony_core.data.synthetic import generate_clip
+
+    clip = generate_clip(1, family="drum", seconds=1.5)
+    src = tmp_path / "in.mp4"
+    write_mp4(src, clip.frames, clip.fps)  # no sound: v2a must not need one
+    out = tmp_path / "v2a.mp4"
+    generate.main(["--model", bundle_path, "--mode", "v2a", "--video", str(src), "--prompt", "drums", "--steps", "2",
+                   "--quiet", "--out", str(out)])
+    assert probe_streams(out)["video"]["frames"] == clip.num_frames
+    assert "audio" in probe_streams(out)
+
+
+def test_a2v_without_audio_is_a_clear_usage_error(bundle_path, tmp_path):
+    with pytest.raises(SystemExit, match="pass --audio FILE"):
+        generate.main(["--model", bundle_path, "--mode", "a2v", "--prompt", "x", "--out", str(tmp_path / "o.mp4")])
+
+
+def test_eval_prints_a_table_per_mode_on_the_same_seeds(bundle_path, tmp_path, capsys):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(json.dumps({"family": "flash", "seed": 3}) + "\n" + json.dumps({"prompt": "a beep"}) + "\n")
+    report = tmp_path / "r.json"
+    eval_cli.main(["--model", bundle_path, "--prompts", str(prompts), "--steps", "1", "--seconds", "1",
+                   "--json", str(report)])
+    table = capsys.readouterr().out
+    assert "| cfg" in table and "| sync" in table
+    clips = json.loads(report.read_text())["clips"]
+    assert [c["seed"] for c in clips if c["mode"] == "cfg"] == [c["seed"] for c in clips if c["mode"] == "sync"]
+
+
+def test_a_bad_prompts_line_names_the_file_and_line(tmp_path):
+    bad = tmp_path / "p.jsonl"
+    bad.write_text('{"prompt": "ok"}\n{not json}\n')
+    with pytest.raises(ValueError, match=r"p.jsonl:2 is not valid JSON"):
+        eval_cli.load_prompts(str(bad))
+
+
+def test_the_shipped_eval_prompts_are_valid_synthetic_scenes():
+    from harmony_core.cli.common import DEFAULT_MODEL
+
+    items = eval_cli.load_prompts(str(DEFAULT_MODEL.parent / "eval_prompts.jsonl"))
+    assert len(items) == 16 and {i["family"] for i in items} == {"ball", "face", "flash", "drum"}
+    assert all(i["transcript"] for i in items if i["family"] == "face")
