@@ -23,8 +23,8 @@ __all__ = ["build_parser", "main", "RECIPE"]
 # The shipped model's recipe (also recorded in its bundle info).
 RECIPE = {
     "audio_vae": ["--steps", "3000", "--clips", "512"],
-    "video_vae": ["--steps", "1800", "--batch-size", "4", "--clips", "512"],
-    "dit": ["--preset", "synthetic", "--clips", "256"],
+    "video_vae": ["--steps", "3000", "--batch-size", "8", "--clips", "512"],
+    "dit": ["--preset", "synthetic", "--clips", "1024", "data.seconds=1.5,2.0,2.5"],
 }
 
 
