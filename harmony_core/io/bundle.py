@@ -119,15 +119,21 @@ def load_bundle(
         dit, load_tensors(src, prefix="dit.", device=device, dtype=dtype), source=f"{src} [dit]", assign=True
     )
     video_vae = VideoVAE(VideoVAEConfig.from_dict(json.loads(meta["video_vae_config"])))
-    load_state_strict(video_vae, load_tensors(src, prefix="video_vae."), source=f"{src} [video_vae]")
+    load_state_strict(
+        video_vae, load_tensors(src, prefix="video_vae.", dtype=torch.float32), source=f"{src} [video_vae]"
+    )
     audio_vae = AudioVAE(AudioVAEConfig.from_dict(json.loads(meta["audio_vae_config"])))
-    load_state_strict(audio_vae, load_tensors(src, prefix="audio_vae."), source=f"{src} [audio_vae]")
+    load_state_strict(
+        audio_vae, load_tensors(src, prefix="audio_vae.", dtype=torch.float32), source=f"{src} [audio_vae]"
+    )
     transcript = None
     if "transcript_config" in meta:
         transcript = TranscriptEncoder.from_config(
             TranscriptEncoderConfig.from_dict(json.loads(meta["transcript_config"]))
         )
-        load_state_strict(transcript, load_tensors(src, prefix="transcript."), source=f"{src} [transcript]")
+        load_state_strict(
+            transcript, load_tensors(src, prefix="transcript.", dtype=torch.float32), source=f"{src} [transcript]"
+        )
     bundle = HarmonyBundle(
         dit=dit.eval(),
         video_vae=video_vae.eval(),
