@@ -36,7 +36,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-dir", default=None, help="also write every clip as MP4 here")
     p.add_argument("--json", default=None, help="write per-clip results to this JSON file")
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--no-references",
+        action="store_true",
+        help="skip the reference rows of synthetic scenes: 'truth' (the rendered clip itself) and 'vae' "
+        "(the clip through the model's own VAEs, the best any generation can score)",
+    )
     return p
+
+
+def reference_reports(engine, item: dict, seconds: float):
+    """Sync reports of a synthetic scene's ground truth and of its VAE round trip.
+
+    The round trip (video and audio each encoded and decoded by the model's VAEs) bounds what a
+    generation can score: events the VAEs blur cannot be in sync after decoding either.
+
+    Returns:
+        ``(truth, vae)`` `SyncReport`s.
+    """
+    from ..data.synthetic import generate_clip
+    from ..metrics.sync import sync_report
+
+    clip = generate_clip(
+        int(item.get("seed", 0)), family=item["family"], params=item.get("params"), seconds=item.get("seconds", seconds)
+    )
+    truth = sync_report(clip.frames, clip.waveform, fps=clip.fps, sample_rate=clip.sample_rate)
+    frames = engine.fit_frames(clip.frames, clip.fps)
+    v_hat = engine.decode_video(engine.encode_video(frames))[0]
+    a_hat = engine.decode_audio(engine.encode_audio(clip.waveform[None], clip.sample_rate))[0]
+    vae = sync_report(v_hat, a_hat, fps=engine.fps, sample_rate=engine.sample_rate)
+    return truth, vae
 
 
 def load_prompts(path: str) -> list[dict]:
@@ -116,6 +145,18 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"guidance": mode, "family": "all", "clips": len(reports), **aggregate(reports)})
         for fam, reps in sorted(by_family.items()):
             rows.append({"guidance": mode, "family": fam, "clips": len(reps), **aggregate(reps)})
+    if not args.no_references:
+        refs: dict[str, dict[str, list]] = {"truth": {}, "vae": {}}
+        for item in prompts:
+            if "family" in item:
+                for name, rep in zip(("truth", "vae"), reference_reports(engine, item, args.seconds)):
+                    refs[name].setdefault(item["family"], []).append(rep)
+        for name, by_family in refs.items():
+            if by_family:
+                every = [r for reps in by_family.values() for r in reps]
+                rows.append({"guidance": f"({name})", "family": "all", "clips": len(every), **aggregate(every)})
+                for fam, reps in sorted(by_family.items()):
+                    rows.append({"guidance": f"({name})", "family": fam, "clips": len(reps), **aggregate(reps)})
     print(format_table(rows))
     print(f"\n{len(prompts)} prompts x {len(modes)} modes, {args.steps} steps, in {time.perf_counter() - t0:.0f} s")
     if args.json:

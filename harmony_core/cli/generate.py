@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="Harmony bundle (default: the shipped tiny model)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", required=True, help="output .mp4")
+    p.add_argument("--strip", default=None, help="also write a frame strip with the audio envelope (.png/.jpg)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -102,6 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         bar.close()
     write_mp4(args.out, out.frames[0], out.fps, out.waveform[0], out.sample_rate)
+    if args.strip:
+        from ..io.strip import frame_strip, save_image
+
+        save_image(args.strip, frame_strip(out.frames[0], fps=out.fps, waveform=out.waveform[0],
+                                           sample_rate=out.sample_rate))
     seconds = out.frames.shape[1] / out.fps
     print(
         f"wrote {args.out}: {out.frames.shape[1]} frames at {out.fps:g} fps ({seconds:.2f} s), "

@@ -171,16 +171,19 @@ def check_resumable(
             raise ValueError(
                 f"cannot resume from {src!r}: {diff[0]} is {diff[2]!r} now but {diff[1]!r} in the checkpoint. {fix}"
             )
-    stored_cfg = json.loads(meta["train_config"])
+    # Through from_dict so fields added since the checkpoint was written compare at their defaults.
+    stored_cfg = TrainConfig.from_dict(json.loads(meta["train_config"])).to_dict()
     current_cfg = config.to_dict()
+    # ``steps`` shapes a decaying schedule, so it may change on resume only under a constant LR.
+    resumable = RESUMABLE_FIELDS - ({"steps"} if current_cfg.get("lr_schedule", "constant") != "constant" else set())
     for k in sorted(set(stored_cfg) | set(current_cfg)):
-        if k in RESUMABLE_FIELDS:
+        if k in resumable:
             continue
         diff = first_difference(stored_cfg.get(k), current_cfg.get(k), f"TrainConfig.{k}")
         if diff is not None:
             raise ValueError(
                 f"cannot resume from {src!r}: {diff[0]} is {diff[2]!r} now but {diff[1]!r} in the checkpoint; "
-                f"only {sorted(RESUMABLE_FIELDS)} may change on resume. {fix}"
+                f"only {sorted(resumable)} may change on resume. {fix}"
             )
     return meta
 

@@ -16,9 +16,10 @@ from typing import Any
 from ..sampling.schedules import DEFAULT_SHIFT, TRAINING_DISTRIBUTIONS
 from .tasks import TaskMix
 
-__all__ = ["PRECISIONS", "RESUMABLE_FIELDS", "TrainConfig", "lr_at"]
+__all__ = ["LR_SCHEDULES", "PRECISIONS", "RESUMABLE_FIELDS", "TrainConfig", "lr_at"]
 
 PRECISIONS = ("fp32", "bf16")
+LR_SCHEDULES = ("constant", "cosine")
 # Fields that may differ between a checkpoint and the run resuming it: they change neither the
 # maths nor the random streams of the steps still to come.
 RESUMABLE_FIELDS = frozenset({"steps", "log_every", "ckpt_every", "keep_last", "grad_checkpointing"})
@@ -37,7 +38,11 @@ class TrainConfig:
         batch_size: *global* batch size (all ranks together; each rank takes batch_size / world_size).
         lr: peak learning rate (paper: 1e-5, constant).
         betas, eps, weight_decay: AdamW.
-        warmup: steps of linear warm-up from 0 to ``lr``; constant afterwards.
+        warmup: steps of linear warm-up from 0 to ``lr``; then ``lr_schedule``.
+        lr_schedule: ``"constant"`` (paper: fine-tuning at a fixed LR) or ``"cosine"`` (half-cosine
+            decay from ``lr`` after warm-up to ``lr * lr_min_ratio`` at ``steps``; a from-scratch
+            model samples much better from weights trained at a decayed LR).
+        lr_min_ratio: final LR as a fraction of ``lr`` for the cosine schedule.
         grad_clip: max global gradient L2 norm (0 = no clipping; the norm is still logged).
         ema_decay: EMA factor of the shipped weights.
         ema_start: steps during which the EMA copies the weights instead of averaging.
@@ -61,6 +66,8 @@ class TrainConfig:
     eps: float = 1e-8
     weight_decay: float = 0.0
     warmup: int = 0
+    lr_schedule: str = "constant"
+    lr_min_ratio: float = 0.1
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     ema_start: int = 0
@@ -90,6 +97,10 @@ class TrainConfig:
             v = getattr(self, f)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 _bad(f, v, "an int >= 0", "Pass 0 or a positive integer.")
+        if self.lr_schedule not in LR_SCHEDULES:
+            _bad("lr_schedule", self.lr_schedule, f"one of {LR_SCHEDULES}", "Use constant (paper) or cosine.")
+        if not 0 <= self.lr_min_ratio <= 1:
+            _bad("lr_min_ratio", self.lr_min_ratio, "a fraction in [0, 1]", "Use 0.1.")
         if not (math.isfinite(self.lr) and self.lr > 0):
             _bad("lr", self.lr, "a finite number > 0", "The paper uses 1e-5.")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
@@ -133,7 +144,13 @@ class TrainConfig:
 
 
 def lr_at(config: TrainConfig, step: int) -> float:
-    """Learning rate of optimiser step ``step`` (0-based): linear warm-up, then constant (paper)."""
+    """Learning rate of optimiser step ``step`` (0-based): linear warm-up, then constant (paper) or a
+    half-cosine from ``lr`` down to ``lr * lr_min_ratio`` at the last step."""
     if config.warmup and step < config.warmup:
         return config.lr * (step + 1) / config.warmup
-    return config.lr
+    if config.lr_schedule == "constant":
+        return config.lr
+    span = max(1, config.steps - 1 - config.warmup)
+    progress = min(1.0, max(0, step - config.warmup) / span)
+    floor = config.lr * config.lr_min_ratio
+    return floor + (config.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from ..data.clip import Clip
 from .audio import AudioVAE, AudioVAEConfig
-from .common import LatentVAE, gaussian_kl, save_vae
+from .common import LatentVAE, gaussian_kl, load_vae, save_vae
 from .video import VideoVAE, VideoVAEConfig
 
 log = logging.getLogger(__name__)
@@ -203,6 +203,7 @@ def train_video_vae(
     frames: int = 17,
     kl_weight: float = 1e-4,
     edge_weight: float = 0.5,
+    motion_weight: float = 2.0,
     seed: int = 0,
     log_every: int = 50,
     callback: Callback | None = None,
@@ -211,9 +212,17 @@ def train_video_vae(
 ) -> tuple[VideoVAE, History]:
     """Train a :class:`VideoVAE` on random crops of the dataset's clips.
 
-    Loss per batch: ``L1(x̂, x) + edge_weight · L1(∇x̂, ∇x) + kl_weight · KL`` where ``∇`` are the
-    horizontal and vertical pixel differences (a cheap edge loss that keeps shapes sharp) and KL
-    is the mean per-element KL of the posterior to N(0, 1). The decoder sees a posterior sample.
+    Loss per batch: ``L1(x̂, x) + edge_weight · L1(∇x̂, ∇x) + motion_weight · L1(∂ₜx̂, ∂ₜx) +
+    kl_weight · KL`` where ``∇`` are the horizontal and vertical pixel differences (a cheap edge
+    loss that keeps shapes sharp), ``∂ₜ`` the difference between consecutive frames, and KL the
+    mean per-element KL of the posterior to N(0, 1). The decoder sees a posterior sample.
+
+    Why the motion term: with plain pixel losses a small moving object (a 4-pixel ball) is a tiny
+    part of the loss, so the decoder learns to draw one smeared position per 4-frame latent group
+    and jumps between groups. That destroys exactly the timing the sync metrics and the DiT need
+    (measured: the round trip alone moved the estimated audio-visual offset by 0.47 s on the eval
+    scenes). The frame-difference L1 is zero on static pixels and penalises both the smear and the
+    jumps at group boundaries.
 
     Args:
         config: architecture (``None`` = defaults); ignored when ``vae`` is given.
@@ -224,6 +233,7 @@ def train_video_vae(
         frames: pixel frames per crop (``1 + 4k``; shorter clips use their longest valid length).
         kl_weight: weight of the KL term.
         edge_weight: weight of the gradient (edge) L1 term.
+        motion_weight: weight of the frame-difference (motion) L1 term.
         seed: seeds crop selection and posterior noise (two explicit generators).
         log_every: log every this many steps (0 = never).
         callback: called after every step with the history record.
@@ -232,9 +242,11 @@ def train_video_vae(
 
     Returns:
         ``(vae, history)``: the trained VAE in eval mode with latent stats set, and one record per
-        step with ``step``, ``lr``, ``loss``, ``rec``, ``edge``, ``kl``.
+        step with ``step``, ``lr``, ``loss``, ``rec``, ``edge``, ``motion``, ``kl``.
     """
     _check_train_args(steps, batch_size, lr, kl_weight)
+    if motion_weight < 0 or edge_weight < 0:
+        raise ValueError(f"edge_weight={edge_weight!r}, motion_weight={motion_weight!r}: expected weights >= 0.")
     vae = vae if vae is not None else VideoVAE(config)
     gen = torch.Generator().manual_seed(seed)
     source = _ClipSource(dataset, gen)
@@ -251,8 +263,10 @@ def train_video_vae(
         x_hat = vae.decoder(vae.draw(mean, logvar, noise_gen))
         rec = (x_hat - x).abs().mean()
         edge = (x_hat.diff(dim=-1) - x.diff(dim=-1)).abs().mean() + (x_hat.diff(dim=-2) - x.diff(dim=-2)).abs().mean()
+        motion = (x_hat.diff(dim=2) - x.diff(dim=2)).abs().mean()
         kl = gaussian_kl(mean, logvar)
-        return {"loss": rec + edge_weight * edge + kl_weight * kl, "rec": rec, "edge": edge, "kl": kl}
+        loss = rec + edge_weight * edge + motion_weight * motion + kl_weight * kl
+        return {"loss": loss, "rec": rec, "edge": edge, "motion": motion, "kl": kl}
 
     history = _fit(vae, make_batch, loss_fn, steps=steps, lr=lr, seed=seed, log_every=log_every, callback=callback)
     compute_latent_stats(vae, [make_batch() for _ in range(stats_batches)])
@@ -360,7 +374,11 @@ def compute_latent_stats(vae: LatentVAE, batches: Iterable[torch.Tensor]) -> tup
 def reconstruction_report(vae: LatentVAE, dataset: Iterable[Clip] | Any, n: int = 16) -> dict[str, float]:
     """Reconstruction quality on the first ``n`` clips (whole clips, no cropping beyond validity).
 
-    Video: ``psnr_db`` (pixels in 0..1, averaged per clip), ``l1`` (in [-1, 1] units) and
+    Video: ``psnr_db`` (pixels in 0..1, averaged per clip), ``l1`` (in [-1, 1] units),
+    ``motion_l1`` (L1 of the frame differences, in [-1, 1] units), ``sync_desync_s`` (mean
+    |audio-visual offset| that `harmony_core.metrics.sync` measures between the reconstructed frames
+    and the clip's own soundtrack, in seconds: what the round trip alone does to sync; clips
+    without sound are skipped, so it is an average over the clips with sound) and
     ``latent_std`` (std of the normalised latents, ≈ 1 when the stats fit the data).
     Audio: ``mel_l1`` (log10-mel L1 of the VAE's mel output), ``mel_snr_db``
     (``10·log10(Σ mel² / Σ (mel̂ − mel)²)`` on linear mel magnitudes), ``gl_mel_l1`` (log10-mel L1
@@ -376,6 +394,8 @@ def reconstruction_report(vae: LatentVAE, dataset: Iterable[Clip] | Any, n: int 
     Returns:
         Metric name → value, plus ``clips`` (how many were used).
     """
+    from ..metrics.sync import sync_report
+
     vae.eval()
     if hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__"):
         clips = [dataset[i] for i in range(min(n, len(dataset)))]
@@ -399,6 +419,12 @@ def reconstruction_report(vae: LatentVAE, dataset: Iterable[Clip] | Any, n: int 
             mse = ((x_hat - x) / 2).pow(2).mean().clamp_min(1e-10)
             add("psnr_db", float(10 * torch.log10(1.0 / mse)))
             add("l1", float((x_hat - x).abs().mean()))
+            add("motion_l1", float((x_hat.diff(dim=2) - x.diff(dim=2)).abs().mean()))
+            if clip.waveform.numel():
+                # How far the round trip alone moves the audio-visual offset (the clip's own audio).
+                frames_hat = ((x_hat[0].clamp(-1, 1) + 1) / 2).permute(1, 2, 3, 0).cpu()
+                rep = sync_report(frames_hat, clip.waveform, fps=clip.fps, sample_rate=clip.sample_rate)
+                add("sync_desync_s", rep.desync_s if rep.valid else 1.0)
         elif isinstance(vae, AudioVAE):
             mel = vae.waveform_to_mel(clip_to_waveform(clip, vae.sample_rate)[None].to(vae.latent_mean.device))
             latent = vae.encode_mel(mel)
@@ -413,6 +439,8 @@ def reconstruction_report(vae: LatentVAE, dataset: Iterable[Clip] | Any, n: int 
             raise TypeError(f"reconstruction_report expects a VideoVAE or AudioVAE, got {type(vae).__name__}.")
         add("latent_std", float(latent.std()))
     report = {k: v / len(clips) for k, v in sums.items()}
+    if "sync_desync_s" in sums:
+        report["sync_desync_s"] = sums["sync_desync_s"] / sum(1 for c in clips if c.waveform.numel())
     report["clips"] = float(len(clips))
     return report
 
@@ -459,11 +487,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ap.add_argument("--batch-size", type=int, default=None, help="default: 8 (video), 16 (audio)")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--kl-weight", type=float, default=1e-4)
+    ap.add_argument("--motion-weight", type=float, default=2.0, help="video only: frame-difference L1 weight")
+    ap.add_argument("--init", default=None, help="continue training this VAE file instead of a new one")
     ap.add_argument("--clips", type=int, default=512, help="distinct synthetic clips (seeds seed..seed+clips-1)")
     ap.add_argument("--clip-seconds", type=float, default=None, help="synthetic clip length (default: generator's)")
     ap.add_argument("--report-clips", type=int, default=32, help="held-out clips for the final report")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--latent-channels", type=int, default=None)
+    ap.add_argument("--channels", default=None, help="video only: level widths, e.g. 64,96,128 (default: config's)")
     ap.add_argument("--log-every", type=int, default=50)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -471,11 +502,21 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     held_out = _GeneratedClips(args.report_clips, args.seed + 10_000_000, args.clip_seconds)
     common = dict(steps=args.steps, lr=args.lr, kl_weight=args.kl_weight, seed=args.seed, log_every=args.log_every)
     if args.modality == "video":
-        cfg = VideoVAEConfig(**({"latent_channels": args.latent_channels} if args.latent_channels else {}))
-        vae, _ = train_video_vae(cfg, train_set, batch_size=args.batch_size or 8, **common)
+        over: dict[str, Any] = {"latent_channels": args.latent_channels} if args.latent_channels else {}
+        if args.channels:
+            over["channels"] = tuple(int(c) for c in args.channels.split(","))
+        cfg = VideoVAEConfig(**over)
+        init = load_vae(args.init) if args.init else None
+        if init is not None and not isinstance(init, VideoVAE):
+            raise ValueError(f"--init {args.init} holds a {type(init).__name__}: expected a video VAE file.")
+        vae, _ = train_video_vae(cfg, train_set, batch_size=args.batch_size or 8, motion_weight=args.motion_weight,
+                                 vae=init, **common)
     else:
         cfg_a = AudioVAEConfig(**({"latent_channels": args.latent_channels} if args.latent_channels else {}))
-        vae, _ = train_audio_vae(cfg_a, train_set, batch_size=args.batch_size or 16, **common)
+        init = load_vae(args.init) if args.init else None
+        if init is not None and not isinstance(init, AudioVAE):
+            raise ValueError(f"--init {args.init} holds a {type(init).__name__}: expected an audio VAE file.")
+        vae, _ = train_audio_vae(cfg_a, train_set, batch_size=args.batch_size or 16, vae=init, **common)
     save_vae(args.out, vae)
     report = reconstruction_report(vae, held_out, args.report_clips)
     log.info("saved %s; held-out report: %s", args.out, report)

@@ -55,6 +55,8 @@ def test_eval_prints_a_table_per_mode_on_the_same_seeds(bundle_path, tmp_path, c
                    "--json", str(report)])
     table = capsys.readouterr().out
     assert "| cfg" in table and "| sync" in table
+    # the synthetic scene also gets its ceilings: the rendered truth and the VAE round trip
+    assert "| (truth) | flash | 1 |" in table and "| (vae) | flash | 1 |" in table
     clips = json.loads(report.read_text())["clips"]
     assert [c["seed"] for c in clips if c["mode"] == "cfg"] == [c["seed"] for c in clips if c["mode"] == "sync"]
 

@@ -129,6 +129,7 @@ def test_starting_over_an_existing_run_without_resume_is_refused(cache, straight
         ({"lr": 2e-3}, "TrainConfig.lr"),
         ({"seed": 5}, "TrainConfig.seed"),
         ({"probs": (1.0, 1.0, 1.0)}, "TrainConfig.probs"),
+        ({"lr_schedule": "cosine"}, "TrainConfig.lr_schedule"),
     ],
 )
 def test_resume_refuses_a_run_that_differs_and_names_the_field(cache, straight, change, field):
