@@ -12,7 +12,11 @@ Each step (``predict_noise``):
 2. Every pass is a copy of the positive (or negative) cond whose ``model_conds`` carry the same
    three extra entries: ``harmony_pass`` (which stream is replaced), ``harmony_v_sub`` and
    ``harmony_a_sub`` (the anchor latents). Equal keys and shapes let ``calc_cond_batch`` run all
-   passes as **one batched forward** (it splits the batch itself when memory is short).
+   passes as **one batched forward** (it splits the batch itself when memory is short, asking the
+   model's ``memory_required``). Before the first step, with the model loaded, ``inner_sample``
+   checks the free memory against ``harmony_core.memory``'s estimate: passes that do not fit
+   together run as one ``calc_cond_batch`` call each, and a run where not even one pass fits
+   fails at once with the estimator's message (need, free memory, fixes).
 3. ``sampler_pre_cfg_function`` hooks run on the pass outputs (as ``Guider_PerpNeg`` does),
    ``combine_packed`` combines them per stream on the packed latent (split at ``v_numel``), and
    ``sampler_post_cfg_function`` hooks run on the result. Hooks see the joint pass as ``cond``,
@@ -64,6 +68,8 @@ class HarmonyGuider(comfy.samplers.CFGGuider):
         self.node = node
         self._active = guidance
         self._last_v_x0: torch.Tensor | None = None
+        self._shapes: tuple | None = None  # (video, audio) latent shapes of the run
+        self.batched = True  # all passes of a step in one forward (decided per run from free memory)
         self.passes_run: list[list[str]] = []  # pass names of every step of the last run
 
     def set_conds(self, positive: list, negative: list | None = None) -> None:
@@ -87,11 +93,42 @@ class HarmonyGuider(comfy.samplers.CFGGuider):
         self._active = dataclasses.replace(self.guidance, interval=(lo, hi))
         self._last_v_x0 = None
         self.passes_run = []
+        # The latent shapes tell the model's memory_required (ComfyUI asks it while loading the
+        # model and batching conds) what the packed latent holds.
+        self._shapes = tuple(tuple(t.shape) for t in latent_image.unbind())
+        if hasattr(self.model_patcher.model, "harmony_latent_shapes"):
+            self.model_patcher.model.harmony_latent_shapes = self._shapes
         # Samplers such as uni_pc write into the sigmas they get; ComfyUI caches node outputs, so
         # a shared SIGMAS tensor must not be touched.
         out = super().sample(noise, latent_image, sampler, sigmas.clone(), denoise_mask=denoise_mask,
                              callback=callback, disable_pbar=disable_pbar, seed=seed)
         return self._reimpose(out, latent_image, denoise_mask)
+
+    def inner_sample(self, noise: Any, latent_image: Any, device: Any, sampler: Any, sigmas: torch.Tensor,
+                     denoise_mask: Any, callback: Any, disable_pbar: bool, seed: Any, latent_shapes: Any = None) -> Any:
+        """Decide, with the model now loaded on ``device``, whether a step's passes fit as one batched
+        forward; fail before the first step when not even one pass at a time fits."""
+        self.batched = self._choose_batching(device)
+        return super().inner_sample(noise, latent_image, device, sampler, sigmas, denoise_mask, callback,
+                                    disable_pbar, seed, latent_shapes=latent_shapes)
+
+    def _choose_batching(self, device: Any) -> bool:
+        import comfy.model_management as mm
+
+        from .memory import guidance_batching
+
+        free_fn = getattr(mm, "get_free_memory", None)
+        model = self.model_patcher.model
+        if free_fn is None or self._shapes is None or not hasattr(model, "harmony_config"):
+            return True
+        lo, hi = self._active.interval
+        passes = len(plan_passes(self._active, sigma=(lo + hi) / 2, generates_video=True, generates_audio=True,
+                                 static_frame_known=self.anchors is not None))
+        v, a = self._shapes
+        return guidance_batching(
+            model.harmony_config, v_shape=v, a_shape=a, passes=passes, weight_dtype=model.get_dtype(),
+            compute_dtype=model.get_dtype_inference(), free_bytes=int(free_fn(device)),
+            what=f"{self.node} ({v[4]}x{v[3]} latent, {v[2]} video / {a[2]} audio latent frames, {passes} passes)")
 
     @staticmethod
     def _reimpose(out: Any, latent_image: Any, denoise_mask: Any) -> Any:
@@ -163,7 +200,11 @@ class HarmonyGuider(comfy.samplers.CFGGuider):
         conds = [self._pass_conds(base[n], n, v_sub, a_sub) for n in names]
         if len(conds) == 1:
             conds.append(None)  # hooks expect [cond, uncond]; a None cond costs no forward pass
-        out = comfy.samplers.calc_cond_batch(self.inner_model, conds, x, timestep, model_options)
+        if self.batched:
+            out = comfy.samplers.calc_cond_batch(self.inner_model, conds, x, timestep, model_options)
+        else:  # one forward per pass: what fits when the stacked passes do not (_choose_batching)
+            out = [comfy.samplers.calc_cond_batch(self.inner_model, [c], x, timestep, model_options)[0]
+                   for c in conds]
         for fn in model_options.get("sampler_pre_cfg_function", []):
             out = fn({"conds": conds, "conds_out": out, "cond_scale": g.video_sync_scale, "timestep": timestep,
                       "input": x, "sigma": timestep, "model": self.inner_model, "model_options": model_options})

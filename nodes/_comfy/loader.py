@@ -4,19 +4,28 @@ Files are listed from ``models/harmony`` (registered as the ``harmony`` folder, 
 the user added in ``extra_model_paths.yaml``, created if missing) and ``models/diffusion_models``;
 the model shipped with the pack (``harmony_core/assets/harmony-tiny.safetensors``) is always
 listed first. The architecture is read from the file, never from its name: ``DETECTORS`` is an
-ordered list of functions ``(path, metadata) -> Detected | None``; Ovi and other full-size formats
-plug in there (a converter in ``harmony_core.io`` turning their keys into ours).
+ordered list of functions ``(path, metadata) -> Detected | None``:
+
+* a Harmony bundle (DiT + VAEs + text encoders, from its metadata);
+* a Harmony DiT written by ``save_dit`` (config in its metadata);
+* a DiT recognised from its keys and shapes (``harmony_core.io.detect``): Ovi's fused checkpoint
+  (``video_model.*`` / ``audio_model.*``), a split Ovi checkpoint (its two files selected
+  together) or a Harmony DiT without metadata.
 
 The DiT becomes a native ``MODEL``: ``HarmonyModelConfig`` -> ``HarmonyAVModel`` built with
 ``comfy.ops`` layers (``pick_operations`` for the chosen weight dtype) and ComfyUI's attention,
 wrapped in ``comfy.model_patcher.CoreModelPatcher`` (so memory management, offloading, LoRA
-patching and interrupts apply) and filled by ``load_model_weights``. A bundle's small VAEs and
-text encoders stay plain PyTorch modules on the CPU, reached through a ``HarmonyEngine`` that
-shares the DiT module with the patcher (it never calls or moves it after construction).
+patching and interrupts apply). Full-size files (everything but bundles) are read through
+``harmony_core.io.convert.load_ovi_checkpoint`` (key renames, fp32 / bf16 / fp16 / fp8 storage,
+scaled-fp8 dequantisation, modules the file lacks initialised and reported) and the converted
+tensors are assigned into a model built on the ``meta`` device, so host memory holds one copy of
+the weights. A bundle's small VAEs and text encoders stay plain PyTorch modules on the CPU,
+reached through a ``HarmonyEngine`` that shares the DiT module with the patcher.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -35,12 +44,15 @@ from ...harmony_core.config import HarmonyConfig
 from ...harmony_core.engine import HarmonyEngine
 from ...harmony_core.io.bundle import BUNDLE_FORMAT, HarmonyBundle
 from ...harmony_core.io.checkpoints import DIT_FORMAT, key_report, load_state_strict, read_metadata
+from .full_size import WEIGHT_DTYPES, build_converted, read_header
 from .model import HarmonyModelConfig
 
 __all__ = [
     "FOLDER",
     "SHIPPED_MODEL",
     "WEIGHT_DTYPES",
+    "ARCHITECTURES",
+    "NO_FILE",
     "Detected",
     "DETECTORS",
     "LoadedHarmony",
@@ -58,13 +70,11 @@ FOLDER = "harmony"
 EXTENSIONS = {".safetensors", ".sft"}
 SHIPPED_MODEL = "harmony-tiny.safetensors"
 SHIPPED_PATH = Path(__file__).resolve().parents[2] / "harmony_core" / "assets" / SHIPPED_MODEL
-WEIGHT_DTYPES = {
-    "default": None,
-    "fp32": torch.float32,
-    "bf16": torch.bfloat16,
-    "fp16": torch.float16,
-    "fp8_e4m3fn": getattr(torch, "float8_e4m3fn", None),
-}
+# "from file": exactly the architecture the keys describe (an Ovi file runs as Ovi). "harmony": add
+# the Harmony-only modules a file lacks (GLDI local A2V / V2A, global style, transcript path),
+# initialised so that their outputs are zero: the model still computes what the file computes.
+ARCHITECTURES = ("from file", "harmony")
+NO_FILE = "(none)"
 
 
 def ensure_model_folder() -> None:
@@ -133,77 +143,110 @@ class Detected:
     """What a checkpoint holds.
 
     Attributes:
-        kind: ``"bundle"`` (DiT + VAEs + text encoders) or ``"dit"`` (DiT only).
+        kind: ``"bundle"`` (DiT + VAEs + text encoders; loaded as stored) or ``"dit"`` (a DiT only;
+            converted with ``harmony_core.io.convert``).
         config: the DiT architecture.
-        dit_prefix: key prefix of the DiT tensors in the file.
-        metadata: the safetensors header metadata.
+        dit_prefix: key prefix of the DiT tensors in the file (bundles).
+        metadata: the safetensors header metadata (of the first file).
+        layout: the key layout (``"harmony"``, ``"ovi"``, ``"ovi-split"``).
+        paths: every file of the checkpoint (two for a split Ovi checkpoint).
+        source: how the architecture was found ("metadata" or "keys").
     """
 
     kind: str
     config: HarmonyConfig
     dit_prefix: str
     metadata: dict[str, str]
+    layout: str = "harmony"
+    paths: tuple[str, ...] = ()
+    source: str = "metadata"
 
 
 def _detect_bundle(path: str, meta: dict[str, str]) -> Detected | None:
     if meta.get("format") != BUNDLE_FORMAT:
         return None
-    return Detected("bundle", HarmonyConfig.from_json(meta["dit_config"]), "dit.", meta)
+    return Detected("bundle", HarmonyConfig.from_json(meta["dit_config"]), "dit.", meta, paths=(path,))
 
 
 def _detect_dit(path: str, meta: dict[str, str]) -> Detected | None:
     if meta.get("format") != DIT_FORMAT and "config" not in meta:
         return None
-    return Detected("dit", HarmonyConfig.from_json(meta["config"]), "", meta)
+    return Detected("dit", HarmonyConfig.from_json(meta["config"]), "", meta, paths=(path,))
+
+
+def _detect_keys(paths: tuple[str, ...], meta: dict[str, str]) -> Detected | None:
+    """Recognise a DiT from its key names and shapes (``harmony_core.io.detect``)."""
+    from ...harmony_core.io.detect import detect_architecture, detect_layout, is_quant_key, wrapper_prefix
+
+    shapes, _ = read_header(paths)
+    prefix = wrapper_prefix(shapes)
+    keys = [k[len(prefix):] for k in shapes if k.startswith(prefix) and not is_quant_key(k)]
+    try:
+        layout = detect_layout(keys)
+    except ValueError:
+        if len(paths) > 1:
+            raise
+        return None  # not a DiT: detect() gives its generic message
+    names = " + ".join(repr(os.path.basename(p)) for p in paths)
+    if layout == "wan" and any(".cross_attn.k_fusion." in k for k in keys):
+        raise ValueError(f"{names} is the video half of a split Ovi checkpoint (Wan key names with Ovi's fusion "
+                         "layers, no audio tower). Select its audio file (audio_model.* keys) as extra_file, or "
+                         "use Ovi's fused model.safetensors.")
+    if layout == "wan":
+        raise ValueError(f"{names} is a stock Wan2.2 video DiT (recognised from its keys): it has no audio tower, so "
+                         "it cannot make sound. Use an Ovi checkpoint (e.g. Ovi's model.safetensors) or a Harmony "
+                         "model.")
+    if not any(k.startswith("video_model.") or k == "patch_embedding.weight" for k in keys):
+        raise ValueError(f"{names} holds only an audio tower (audio_model.* keys): it is the audio half of a split Ovi "
+                         "checkpoint. Select the video file as model_name and this one as extra_file.")
+    try:
+        found = detect_architecture(shapes)
+        config = found.to_config()
+    except ValueError as e:
+        raise ValueError(f"{names} has the '{layout}' key layout (an Ovi or Harmony DiT, recognised from its keys) "
+                         f"but its architecture cannot be read: {e} The file is incomplete (download it again) or "
+                         "not a full DiT; this node reads towers of Ovi's width or of a multiple of 128.") from e
+    return Detected("dit", config, prefix, meta, layout=found.layout, paths=paths, source="keys")
 
 
 def _detect_foreign(path: str, meta: dict[str, str]) -> Detected | None:
-    """Recognise Ovi / Wan DiT files by their keys (``harmony_core.io.detect``) to say so clearly;
-    loading them needs the converter, which the nodes do not wire up yet."""
-    try:
-        from safetensors import safe_open
-
-        from ...harmony_core.io.detect import detect_layout, wrapper_prefix
-
-        with safe_open(path, framework="pt") as f:
-            keys = list(f.keys())
-        prefix = wrapper_prefix(keys)
-        layout = detect_layout([k[len(prefix):] for k in keys if k.startswith(prefix)])
-    except Exception:  # not a DiT file at all: let detect() give its generic message
-        return None
-    if layout == "harmony":
-        return None  # our keys without our metadata: not a file this version wrote
-    raise ValueError(f"{os.path.basename(path)!r} has the '{layout}' key layout (an Ovi or Wan checkpoint, recognised "
-                     "from its keys); the nodes cannot load Ovi / Wan files yet. Use a Harmony model, e.g. the "
-                     "shipped harmony-tiny.")
+    return _detect_keys((path,), meta)
 
 
-# Ordered: the first detector that recognises a file wins. Converters for full-size formats plug in
-# here (a detector returning a ``Detected`` with the converted config and key prefix).
+# Ordered: the first detector that recognises a file wins.
 DETECTORS: list[Callable[[str, dict[str, str]], Detected | None]] = [_detect_bundle, _detect_dit, _detect_foreign]
 
 
-def detect(path: str, node: str) -> Detected:
-    """Identify the architecture of ``path`` from its metadata and keys.
+def detect(path: str, node: str, extra: str | None = None) -> Detected:
+    """Identify the architecture of ``path`` (and ``extra``, the second file of a split
+    checkpoint) from metadata, key names and shapes.
 
     Raises:
         ValueError: the file is not a checkpoint any detector knows, with the formats accepted.
     """
     try:
         meta = read_metadata(path)
+        if extra is not None:
+            read_metadata(extra)
     except (FileNotFoundError, ValueError) as e:
         raise ValueError(f"{node}: {e}") from e
-    for fn in DETECTORS:
-        try:
+    try:
+        if extra is not None:
+            if meta.get("format") in (BUNDLE_FORMAT, DIT_FORMAT):
+                raise ValueError(f"{os.path.basename(path)!r} is a complete Harmony model: set extra_file to "
+                                 f"{NO_FILE!r} (it is only for the second file of a split checkpoint).")
+            return _detect_keys((path, extra), meta)
+        for fn in DETECTORS:
             found = fn(path, meta)
-        except ValueError as e:
-            raise ValueError(f"{node}: {e}") from e
-        if found is not None:
-            return found
+            if found is not None:
+                return found
+    except ValueError as e:
+        raise ValueError(f"{node}: {e}") from e
     raise ValueError(
-        f"{node}: {os.path.basename(path)!r} is not a Harmony checkpoint (its metadata has format="
-        f"{meta.get('format')!r}; expected {BUNDLE_FORMAT!r} or {DIT_FORMAT!r}). Select a Harmony model; "
-        "Wan or Ovi files are not supported yet."
+        f"{node}: {os.path.basename(path)!r} is not a Harmony checkpoint or an Ovi DiT (its metadata has format="
+        f"{meta.get('format')!r}, expected {BUNDLE_FORMAT!r} or {DIT_FORMAT!r}, and its keys are not an Ovi or "
+        "Harmony DiT's: video_model.* / audio_model.*). Select a Harmony model or an Ovi checkpoint; VAEs and text "
+        "encoders go into Load VAE / Load CLIP."
     )
 
 
@@ -212,27 +255,54 @@ def _dit_state(sd: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tens
     return {"dit." + k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
 
 
-def build_model_patcher(path: str, weight_dtype: str = "default", disable_dynamic: bool = False,
-                        *, detected: Detected | None = None, state_dict: dict | None = None,
-                        on_built: Callable[[Any], None] | None = None, node: str = "Harmony Model Loader") -> Any:
-    """Load the DiT of ``path`` as a ComfyUI ``ModelPatcher``.
-
-    Args:
-        path: a Harmony bundle or DiT file.
-        weight_dtype: a key of ``WEIGHT_DTYPES``; "default" lets ComfyUI choose for the device.
-        disable_dynamic: build a plain ``ModelPatcher`` (ComfyUI asks for this through
-            ``cached_patcher_init`` when it needs a non-dynamic copy).
-        detected, state_dict: already read (to read the file once).
-        on_built: called with the ``HarmonyAVModel`` right after it is built on the CPU, before it
-            is moved to the offload device and filled.
-
-    Raises:
-        ValueError: unknown weight dtype, or a file whose tensors do not fit its own config.
-    """
+def _check_dtype(weight_dtype: str, node: str) -> None:
     if weight_dtype not in WEIGHT_DTYPES or (weight_dtype != "default" and WEIGHT_DTYPES[weight_dtype] is None):
         raise ValueError(f"{node}: weight_dtype={weight_dtype!r} is not available; choose one of "
                          f"{[k for k, v in WEIGHT_DTYPES.items() if k == 'default' or v is not None]}.")
-    detected = detected or detect(path, node)
+
+
+def _make_patcher(model: Any, load_device: Any, offload_device: Any, disable_dynamic: bool) -> Any:
+    # CoreModelPatcher (the dynamic-VRAM patcher on NVIDIA) exists from ComfyUI 0.1x on; look it up
+    # at call time, as ComfyUI rebinds it at start-up.
+    core_cls = getattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcher)
+    patcher_cls = comfy.model_patcher.ModelPatcher if disable_dynamic else core_cls
+    return patcher_cls(model, load_device=load_device, offload_device=offload_device)
+
+
+def build_model_patcher(path: str, weight_dtype: str = "default", disable_dynamic: bool = False,
+                        *, detected: Detected | None = None, state_dict: dict | None = None,
+                        on_built: Callable[[Any], None] | None = None, node: str = "Harmony Model Loader",
+                        extra: str | None = None, architecture: str = "from file",
+                        reports: list | None = None) -> Any:
+    """Load the DiT of ``path`` as a ComfyUI ``ModelPatcher``.
+
+    Args:
+        path: a Harmony bundle or DiT file, or an Ovi checkpoint (or its first part).
+        weight_dtype: a key of ``WEIGHT_DTYPES``; "default" lets ComfyUI choose for the device.
+        disable_dynamic: build a plain ``ModelPatcher`` (ComfyUI asks for this through
+            ``cached_patcher_init`` when it needs a non-dynamic copy).
+        detected, state_dict: already read (to read the file once; bundles).
+        on_built: bundles only: called with the ``HarmonyAVModel`` right after it is built on the
+            CPU, before it is moved to the offload device and filled.
+        extra: the second file of a split checkpoint.
+        architecture: one of ``ARCHITECTURES`` (full-size files only).
+        reports: if given, the ``FullSizeReport`` of a converted file is appended to it.
+
+    Raises:
+        ValueError: unknown weight dtype or architecture, or a file whose tensors do not fit the
+            architecture read from it (every problem listed).
+        MemoryError: the weights cannot fit the memory that holds them.
+    """
+    _check_dtype(weight_dtype, node)
+    detected = detected or detect(path, node, extra)
+    if detected.kind != "bundle":
+        patcher, report = build_converted(detected, weight_dtype, architecture, node=node,
+                                          disable_dynamic=disable_dynamic, make_patcher=_make_patcher)
+        patcher.cached_patcher_init = (functools.partial(build_model_patcher, extra=extra, architecture=architecture,
+                                                         node=node), (path, weight_dtype))
+        if reports is not None:
+            reports.append(report)
+        return patcher
     sd = state_dict if state_dict is not None else comfy.utils.load_torch_file(path)
     dit_sd = _dit_state(sd, detected.dit_prefix)
     load_device = mm.get_torch_device()
@@ -253,11 +323,7 @@ def build_model_patcher(path: str, weight_dtype: str = "default", disable_dynami
                          "re-download or re-export it.")
     if on_built is not None:
         on_built(model)
-    # CoreModelPatcher (the dynamic-VRAM patcher on NVIDIA) exists from ComfyUI 0.1x on; look it up
-    # at call time, as ComfyUI rebinds it at start-up.
-    core_cls = getattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcher)
-    patcher_cls = comfy.model_patcher.ModelPatcher if disable_dynamic else core_cls
-    patcher = patcher_cls(model, load_device=load_device, offload_device=offload_device)
+    patcher = _make_patcher(model, load_device, offload_device, disable_dynamic)
     if not mm.is_device_cpu(offload_device):
         model.to(offload_device)
     if getattr(patcher, "is_dynamic", lambda: False)():
@@ -270,11 +336,13 @@ def build_model_patcher(path: str, weight_dtype: str = "default", disable_dynami
 
 @dataclass
 class LoadedHarmony:
-    """A loaded checkpoint: the MODEL and, for bundles, an engine holding the VAEs and text encoders."""
+    """A loaded checkpoint: the MODEL, for bundles an engine holding the VAEs and text encoders, and
+    a readable report of what was loaded (and converted or initialised)."""
 
     patcher: Any
     engine: HarmonyEngine | None
     name: str
+    report: str = ""
 
 
 def _bundle_parts(sd: dict[str, torch.Tensor], meta: dict[str, str], source: str) -> dict[str, Any]:
@@ -300,10 +368,31 @@ def _bundle_parts(sd: dict[str, torch.Tensor], meta: dict[str, str], source: str
             "info": json.loads(meta.get("info", "{}"))}
 
 
-def load_harmony(name: str, weight_dtype: str = "default", *, node: str = "Harmony Model Loader") -> LoadedHarmony:
-    """Load a listed model: the native MODEL, plus an engine for a bundle's VAEs and text encoders."""
+def load_harmony(name: str, weight_dtype: str = "default", *, node: str = "Harmony Model Loader",
+                 extra_file: str = NO_FILE, architecture: str = "from file") -> LoadedHarmony:
+    """Load a listed model: the native MODEL, plus an engine for a bundle's VAEs and text encoders.
+
+    Args:
+        name: a name from ``list_models``.
+        weight_dtype: a key of ``WEIGHT_DTYPES``.
+        extra_file: the second file of a split checkpoint (a listed name), or ``NO_FILE``.
+        architecture: one of ``ARCHITECTURES``.
+    """
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"{node}: architecture={architecture!r} is unknown; choose one of {list(ARCHITECTURES)}.")
     path = resolve_model(name, node)
-    detected = detect(path, node)
+    extra = None if extra_file in ("", NO_FILE, None) else resolve_model(extra_file, node)
+    if extra is not None and os.path.realpath(extra) == os.path.realpath(path):
+        raise ValueError(f"{node}: extra_file={extra_file!r} is the model file itself; select the other part of the "
+                         f"split checkpoint, or {NO_FILE!r}.")
+    detected = detect(path, node, extra)
+    if detected.kind != "bundle":
+        reports: list = []
+        patcher = build_model_patcher(path, weight_dtype, detected=detected, node=node, extra=extra,
+                                      architecture=architecture, reports=reports)
+        text = reports[0].describe()
+        log.info("%s: %s", node, text)
+        return LoadedHarmony(patcher=patcher, engine=None, name=name, report=text)
     sd = comfy.utils.load_torch_file(path)
     engines: list[HarmonyEngine] = []
 
@@ -317,7 +406,8 @@ def load_harmony(name: str, weight_dtype: str = "default", *, node: str = "Harmo
         engines.append(HarmonyEngine(bundle, device="cpu"))
 
     patcher = build_model_patcher(path, weight_dtype, detected=detected, state_dict=sd, node=node,
-                                  on_built=make_engine if detected.kind == "bundle" else None)
-    engine = engines[0] if engines else None
+                                  on_built=make_engine)
+    text = (f"{name}: Harmony bundle ({detected.config.name}; DiT + video VAE + audio VAE + text encoders), "
+            f"weight dtype {patcher.model.get_dtype()}")
     log.info("loaded Harmony model %s (%s, %s)", name, detected.kind, detected.config.name)
-    return LoadedHarmony(patcher=patcher, engine=engine, name=name)
+    return LoadedHarmony(patcher=patcher, engine=engines[0], name=name, report=text)

@@ -23,6 +23,7 @@ How the two streams and their timesteps flow through ComfyUI (LTXAV pattern):
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import comfy.conds
@@ -240,6 +241,27 @@ class HarmonyAVModel(comfy.model_base.BaseModel):
     def scale_latent_inpaint(self, sigma: Any = None, noise: Any = None, latent_image: Any = None,
                              **_: Any) -> torch.Tensor:
         return latent_image  # kept streams are shown clean; their timestep is 0 (process_timestep)
+
+    # ``(video [B, C_v, T_v, h, w], audio [B, C_a, T_a])`` of the run being sampled, set by our guider
+    # before ComfyUI loads the model: the packed ``[B, 1, N]`` shape ComfyUI passes to
+    # ``memory_required`` does not say how N splits into video tokens, audio tokens and channels.
+    harmony_latent_shapes: tuple | None = None
+
+    def memory_required(self, input_shape: Any, cond_shapes: Any = None) -> float:
+        """Activation bytes of one forward over ``input_shape = [batch, 1, N]`` (ComfyUI's question
+        when it loads the model and when ``calc_cond_batch`` stacks conds), from
+        ``harmony_core.memory`` when the latent shapes of this run are known; ComfyUI's generic
+        formula otherwise."""
+        shapes = self.harmony_latent_shapes
+        packed = math.prod(input_shape[2:]) if len(input_shape) > 2 else 0
+        if shapes is not None and len(shapes) == 2 and sum(math.prod(s[1:]) for s in shapes) == packed:
+            from .memory import forward_bytes
+
+            need = forward_bytes(self.harmony_config, tuple(shapes[0]), tuple(shapes[1]), int(input_shape[0]),
+                                 self.get_dtype_inference())
+            if need is not None:
+                return need
+        return super().memory_required(input_shape, cond_shapes=cond_shapes or {})
 
 
 class HarmonyModelConfig(comfy.supported_models_base.BASE):

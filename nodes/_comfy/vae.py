@@ -79,7 +79,8 @@ class VideoCodec:
         elif getattr(vae, "latent_dim", None) == 3 and hasattr(vae, "encode"):
             self.kind, self.latent_channels = "core", int(vae.latent_channels)
             self.spatial_stride = int(vae.spacial_compression_encode())
-            self.time_stride = int(vae.temporal_compression_encode() or 4)
+            # ComfyUI's VAE reports its temporal ratio for decoding only (Wan2.2: 4); encoding mirrors it
+            self.time_stride = int(getattr(vae, "temporal_compression_decode", lambda: None)() or 4)
             self.size_multiple, self.fps = self.spatial_stride * 2, None
             self._format = None
             if self.latent_channels == 48:  # Wan2.2 VAE: ComfyUI's statistics for its latents

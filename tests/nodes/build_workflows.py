@@ -22,7 +22,7 @@ ROOT = HERE.parents[1]
 WORKFLOWS = ROOT / "workflows"
 FIXTURE = HERE / "fixtures" / "core_nodes_v0.26.json"
 CORE_USED = ["RandomNoise", "KSamplerSelect", "BasicScheduler", "SamplerCustomAdvanced", "CreateVideo", "SaveVideo",
-             "LoadAudio", "LoadVideo", "GetVideoComponents"]
+             "LoadAudio", "LoadVideo", "GetVideoComponents", "CLIPLoader", "VAELoader"]
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 PACK_ID = "comfyui-harmony"
 
@@ -45,12 +45,17 @@ def harmony_infos() -> dict[str, dict]:
     return {c.GET_SCHEMA().node_id: c.GET_NODE_INFO_V1() for c in asyncio.run(ext.get_node_list())}
 
 
+def _kind_opts(spec: list) -> tuple:
+    """``(type, options)`` of an input spec (``/object_info`` omits the options dict when empty)."""
+    return spec[0], (spec[1] if len(spec) > 1 else {})
+
+
 def widget_names(info: dict) -> list[tuple[str, int]]:
     """Widget inputs in ``widgets_values`` order, with how many extra UI values follow each."""
     out = []
     for section in ("required", "optional"):
         for name in info["input_order"].get(section, []):
-            kind, opts = info["input"][section][name]
+            kind, opts = _kind_opts(info["input"][section][name])
             if isinstance(kind, list):
                 kind = "COMBO"
             if kind not in WIDGET_TYPES or opts.get("forceInput"):
@@ -73,7 +78,7 @@ def sockets(info: dict) -> list[tuple[str, str, bool]]:
     out = []
     for section in ("required", "optional"):
         for name in info["input_order"].get(section, []):
-            kind, opts = info["input"][section][name]
+            kind, opts = _kind_opts(info["input"][section][name])
             if isinstance(kind, list) or (kind in WIDGET_TYPES and not opts.get("forceInput")):
                 continue
             out.append((name, kind, section == "optional"))
@@ -92,7 +97,7 @@ class Graph:
         values, optional_tail = [], 0
         for name, extra in widget_names(info):
             section = "required" if name in info["input"]["required"] else "optional"
-            default = info["input"][section][name][1].get("default")
+            default = _kind_opts(info["input"][section][name])[1].get("default")
             value = widgets.pop(name, default)
             values.append(value)
             if extra == 1:
@@ -322,6 +327,80 @@ def chain(infos: dict) -> Path:
     return g.save("harmony_chain")
 
 
+# The Ovi workflow: the files a user downloads (names, folders, sources: README "Ovi checkpoints").
+OVI_FILES = {
+    "dit": ("model.safetensors", "diffusion_models", "https://huggingface.co/chetwinlow1/Ovi/resolve/main/model.safetensors"),
+    "umt5": ("umt5_xxl_fp8_e4m3fn_scaled.safetensors", "text_encoders",
+             "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/text_encoders/"
+             "umt5_xxl_fp8_e4m3fn_scaled.safetensors"),
+    "video_vae": ("wan2.2_vae.safetensors", "vae",
+                  "https://huggingface.co/Comfy-Org/Wan_2.2_ComfyUI_Repackaged/resolve/main/split_files/vae/"
+                  "wan2.2_vae.safetensors"),
+    # No single-file MMAudio VAE for core Load VAE is published: the README shows how to make this one
+    # from MMAudio's v1-16.pth and best_netG.pt, so it carries no download link.
+    "audio_vae": ("mmaudio_16k_vae_bigvgan.safetensors", "vae", None),
+}
+OVI_PROMPT = ("A drummer sits at a red drum kit in a small rehearsal room lit by one warm lamp. She plays a quick, "
+              "steady beat on the snare, then stops, looks at the camera and says <S>One more time, from the top."
+              "<E> <AUDCAP>Sharp snare hits in a small room, then a calm female voice.<ENDAUDCAP>")
+
+
+def _with_model(node: dict, key: str) -> dict:
+    """Record the file a loader expects in the node's properties (the frontend offers the download)."""
+    name, folder, url = OVI_FILES[key]
+    if url:
+        node["properties"]["models"] = [{"name": name, "url": url, "directory": folder}]
+    return node
+
+
+def ovi_t2av(infos: dict) -> Path:
+    g = Graph(infos)
+    g.note("## Harmony: an Ovi checkpoint, text -> video with sound\n"
+           "Full-size weights, core loaders: put the files into ComfyUI/models/ as the README says (Ovi's "
+           "`model.safetensors` in `diffusion_models/`, umT5 in `text_encoders/`, the Wan2.2 and MMAudio VAEs in "
+           "`vae/`). The loader reads the architecture from the file's keys and reports what it loaded in the "
+           "console. Ovi's own format: the words spoken go between `<S>` and `<E>`, the sound description between "
+           "`<AUDCAP>` and `<ENDAUDCAP>`, in one prompt that both streams read (leave audio_caption empty). "
+           "704x704, 121 frames at 24 fps (5 s) is the size Ovi's 720x720 model makes for a square clip. "
+           "The DiT's weights take 23.3 GB in bf16 and 11.7 GB in fp8_e4m3fn (ComfyUI keeps what does not fit in "
+           "VRAM in RAM); 'default' is float32 on a CPU (46.6 GB). SyncCFG (video 3, audio 2) runs three passes "
+           "per step.",
+           (0, -300), (760, 260))
+    loader = _with_model(g.node("HarmonyModelLoader", (0, 0), (320, 170), model_name=OVI_FILES["dit"][0]), "dit")
+    clip = _with_model(g.node("CLIPLoader", (0, 220), (320, 110), title="Load CLIP (umT5-XXL)",
+                              clip_name=OVI_FILES["umt5"][0], type="wan"), "umt5")
+    vvae = _with_model(g.node("VAELoader", (0, 380), (320, 60), title="Load VAE (Wan2.2 video)",
+                              vae_name=OVI_FILES["video_vae"][0]), "video_vae")
+    avae = _with_model(g.node("VAELoader", (0, 490), (320, 60), title="Load VAE (MMAudio 16 kHz audio)",
+                              vae_name=OVI_FILES["audio_vae"][0]), "audio_vae")
+    text = g.node("HarmonyTextEncode", (380, 0), (380, 300), video_prompt=OVI_PROMPT)
+    empty = g.node("HarmonyEmptyAVLatent", (380, 360), (380, 250), width=704, height=704, frames=121, fps=24.0)
+    g.link(clip, "CLIP", text, "clip")
+    g.link(vvae, "VAE", empty, "video_vae")
+    g.link(avae, "VAE", empty, "audio_vae")
+    guider = g.node("HarmonySyncCFGGuider", (820, 0), (320, 200), video_scale=3.0, audio_scale=2.0)
+    noise = g.node("RandomNoise", (820, 260), (320, 90), noise_seed=0)
+    sampler = g.node("KSamplerSelect", (820, 390), (320, 60), sampler_name="uni_pc")
+    sched = g.node("BasicScheduler", (820, 490), (320, 110), scheduler="simple", steps=50)
+    sca = g.node("SamplerCustomAdvanced", (1200, 0), (280, 110))
+    g.link(loader, "MODEL", guider, "model")
+    g.link(loader, "MODEL", sched, "model")
+    g.link(text, "CONDITIONING", guider, "positive")
+    g.link(vvae, "VAE", guider, "video_vae")
+    g.link(avae, "VAE", guider, "audio_vae")
+    for src, out, inp in ((noise, "NOISE", "noise"), (guider, "GUIDER", "guider"), (sampler, "SAMPLER", "sampler"),
+                          (sched, "SIGMAS", "sigmas"), (empty, "LATENT", "latent_image")):
+        g.link(src, out, sca, inp)
+    dec_v = g.node("HarmonyVAEDecodeVideo", (1540, 0), (280, 80))
+    dec_a = g.node("HarmonyVAEDecodeAudio", (1540, 140), (280, 80))
+    for d in (dec_v, dec_a):
+        g.link(sca, "output", d, "samples")
+    g.link(vvae, "VAE", dec_v, "video_vae")
+    g.link(avae, "VAE", dec_a, "audio_vae")
+    _finish(g, (dec_v, "images"), (dec_a, "audio"), (dec_v, "fps"), 1880, 0, "harmony_ovi_t2av", score=False)
+    return g.save("harmony_ovi_t2av")
+
+
 def write_fixture(object_info_path: Path) -> None:
     full = json.loads(object_info_path.read_text())
     data = {"source": "GET /object_info of ComfyUI 0.26.0 (7cb784e0), trimmed to the nodes the workflows use",
@@ -402,6 +481,48 @@ def write_thumbnails() -> None:
         img.save(WORKFLOWS / f"{name}.jpg", quality=88)
 
 
+_SHORT = {"HarmonyModelLoader": "Model Loader", "Load CLIP (umT5-XXL)": "umT5", "Load VAE (Wan2.2 video)": "Wan2.2 VAE",
+          "Load VAE (MMAudio 16 kHz audio)": "MMAudio VAE", "HarmonyTextEncode": "Text Encode",
+          "HarmonyEmptyAVLatent": "Empty AV", "HarmonySyncCFGGuider": "SyncCFG", "SamplerCustomAdvanced": "Sampler",
+          "HarmonyVAEDecodeVideo": "Decode video", "HarmonyVAEDecodeAudio": "Decode audio", "RandomNoise": "Noise",
+          "KSamplerSelect": "uni_pc", "BasicScheduler": "Scheduler", "CreateVideo": "Create", "SaveVideo": "Save MP4"}
+
+
+def write_graph_thumbnail(name: str, title: str, footer: tuple[str, ...] = ()) -> None:
+    """A 480x270 JPEG drawing the workflow's graph (boxes at the nodes' positions, one line per link),
+    for workflows whose output needs weights the repository does not ship."""
+    from PIL import Image, ImageDraw
+
+    wf = json.loads((WORKFLOWS / f"{name}.json").read_text())
+    nodes = {n["id"]: n for n in wf["nodes"] if n["type"] != "MarkdownNote"}
+    x0 = min(n["pos"][0] for n in nodes.values())
+    y0 = min(n["pos"][1] for n in nodes.values())
+    x1 = max(n["pos"][0] + n["size"][0] for n in nodes.values())
+    y1 = max(n["pos"][1] + n["size"][1] for n in nodes.values())
+    scale = min(456 / (x1 - x0), 200 / (y1 - y0))
+
+    def box(n: dict) -> tuple[float, float, float, float]:
+        x, y = 12 + (n["pos"][0] - x0) * scale, 56 + (n["pos"][1] - y0) * scale
+        return x, y, x + n["size"][0] * scale, y + min(n["size"][1], 120) * scale
+
+    img = Image.new("RGB", (480, 270), (24, 26, 33))
+    draw = ImageDraw.Draw(img)
+    for _, src, _, dst, _, _ in wf["links"]:
+        a, b = box(nodes[src]), box(nodes[dst])
+        draw.line([(a[2], (a[1] + a[3]) / 2), (b[0], (b[1] + b[3]) / 2)], fill=(110, 150, 200), width=1)
+    for n in nodes.values():
+        x, y, xe, ye = box(n)
+        core = not n["type"].startswith("Harmony")
+        draw.rectangle([x, y, xe, ye], fill=(52, 56, 66) if core else (46, 84, 70), outline=(150, 150, 160))
+        label = _SHORT.get(n.get("title", n["type"]), n.get("title", n["type"]).replace("Harmony", ""))
+        draw.text((x + 2, y + 1), label[: max(3, int((xe - x) / 5.5))], fill=(230, 230, 230))
+    draw.text((12, 14), f"Harmony: {title}", fill=(235, 235, 235))
+    draw.text((12, 34), "workflow graph (green: Harmony nodes, grey: core nodes)", fill=(150, 150, 160))
+    for i, line in enumerate(footer):
+        draw.text((12, 226 + 16 * i), line, fill=(170, 170, 180))
+    img.save(WORKFLOWS / f"{name}.jpg", quality=88)
+
+
 def main(argv: list[str]) -> None:
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
@@ -411,8 +532,11 @@ def main(argv: list[str]) -> None:
     write_thumbnails()
     infos = dict(json.loads(FIXTURE.read_text())["nodes"])
     infos.update(harmony_infos())
-    for build in (t2av, a2v, v2a, chain):
+    for build in (t2av, a2v, v2a, chain, ovi_t2av):
         print("wrote", build(infos))
+    write_graph_thumbnail("harmony_ovi_t2av", "Ovi checkpoint: text -> video + sound",
+                          ("files: Ovi model.safetensors, umT5-XXL, Wan2.2 VAE, MMAudio 16 kHz VAE (see README)",
+                           "704x704, 121 frames at 24 fps, SyncCFG 3 / 2, uni_pc 50 steps"))
 
 
 if __name__ == "__main__":
