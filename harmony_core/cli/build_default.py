@@ -28,7 +28,8 @@ _PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 # The shipped model's recipe (also recorded in its bundle info).
 RECIPE = {
     "audio_vae": ["--steps", "3000", "--clips", "512"],
-    "video_vae": ["--steps", "3000", "--batch-size", "8", "--clips", "512", "--motion-weight", "4"],
+    "video_vae": ["--steps", "5000", "--batch-size", "16", "--frames", "13", "--crop", "32", "--clips", "512",
+                  "--motion-weight", "4"],
     "dit": ["--preset", "synthetic", "--clips", "1024", "data.seconds=1.5,2.0,2.5"],
 }
 

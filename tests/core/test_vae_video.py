@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+import dataclasses
+
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -272,3 +274,28 @@ def test_command_line_trains_saves_a_loadable_file_and_reports_psnr(tmp_path):
     report = main(argv)
     assert load_vae(out).latent_channels == 4
     assert report["clips"] == 1 and 0 < report["psnr_db"] < 60
+
+
+def test_files_written_before_the_per_frame_stage_decode_group_wise():
+    old = {k: v for k, v in VideoVAEConfig().to_dict().items() if k != "subframe_channels"}
+    assert VideoVAEConfig.from_dict(old).subframe_channels == 0
+    assert VideoVAEConfig().subframe_channels > 0
+
+
+def test_the_per_frame_stage_can_draw_different_frames_inside_one_latent_group():
+    torch.manual_seed(0)
+    for sc in (0, 8):
+        vae = VideoVAE(dataclasses.replace(SMALL, subframe_channels=sc))
+        z = torch.randn(1, SMALL.latent_channels, 3, 2, 2)
+        x = vae.decode_raw(z)  # [1, 3, 9, 16, 16]: frame 0, then groups of 4
+        assert x.shape[2] == 9
+        groups = x[:, :, 1:].reshape(1, 3, 2, 4, *x.shape[-2:])
+        assert groups.std(dim=3).mean() > 1e-3  # frames of a group differ (random weights)
+
+
+def test_training_crops_are_square_and_at_most_the_crop_size():
+    from harmony_core.vae.train import _video_batch
+
+    clips = [_moving_square_clip(i) for i in range(2)]
+    x = _video_batch(clips, 9, 4, 8, torch.Generator().manual_seed(0), crop=8)
+    assert x.shape[-2:] == (8, 8) and x.shape[2] == 9
