@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
-import dataclasses
-
 import torch
 from safetensors.torch import load_file, save_file
 
