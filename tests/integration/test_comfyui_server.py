@@ -12,7 +12,8 @@ SaveVideo wrote an MP4 with a video and an audio stream.
 The model is the shipped ``harmony_core/assets/harmony-tiny.safetensors`` when present, else the
 bundle named by ``HARMONY_IT_MODEL``, else a small random bundle, put under the shipped name into
 the temporary ``harmony`` folder. Set
-``HARMONY_IT_REPORT=path.json`` to save timings and stream facts; ``HARMONY_IT_THREADS`` sets the
+``HARMONY_IT_REPORT=path.json`` to save timings and stream facts, ``HARMONY_IT_KEEP=dir`` to copy
+each workflow's MP4 there (``<workflow>.mp4``); ``HARMONY_IT_THREADS`` sets the
 server's torch threads (default 1: tiny models on a shared CPU run fastest single-threaded).
 """
 
@@ -222,6 +223,12 @@ def test_the_workflow_runs_and_saves_an_mp4_with_video_and_audio(server, object_
         assert streams["video"][0][1] > 1 and streams["seconds"] > 0.5
     REPORT["workflows"][name] = {"seconds": seconds, "mp4": facts,
                                  "sync_score": _texts(entry, prompt, "HarmonySyncScore")}
+    keep = os.environ.get("HARMONY_IT_KEEP")
+    if keep:  # e.g. for the workflow thumbnails (tests/nodes/build_workflows.py --thumbnails-from DIR)
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        for i, f in enumerate(facts):
+            src = next(server.out.rglob(f["file"]))
+            shutil.copyfile(src, Path(keep) / f"{name}{'' if i == 0 else f'_{i}'}.mp4")
 
 
 # ------------------------------------------------------------------------------------------------
