@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-dir", default=None, help="also write every clip as MP4 here")
     p.add_argument("--json", default=None, help="write per-clip results to this JSON file")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--strip", default=None,
+                   help="also write a frame strip (.png/.jpg) of the first --strip-clips prompts, one row per mode")
+    p.add_argument("--strip-clips", type=int, default=4)
     p.add_argument(
         "--no-references",
         action="store_true",
@@ -105,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         prompts = prompts[: args.limit]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     engine = HarmonyEngine.from_file(args.model or default_model_path(), device=args.device)
-    rows, per_clip = [], []
+    rows, per_clip, strips = [], [], []
     t0 = time.perf_counter()
     for mode in modes:
         reports, by_family = [], {}
@@ -133,6 +136,11 @@ def main(argv: list[str] | None = None) -> int:
                     "distance": rep.distance,
                 }
             )
+            if args.strip and i < args.strip_clips:
+                from ..io.strip import frame_strip
+
+                strips.append(frame_strip(out.frames[0], fps=out.fps, waveform=out.waveform[0],
+                                          sample_rate=out.sample_rate, every=3, max_frames=16, scale=1))
             if args.save_dir:
                 Path(args.save_dir).mkdir(parents=True, exist_ok=True)
                 write_mp4(
@@ -157,6 +165,10 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({"guidance": f"({name})", "family": "all", "clips": len(every), **aggregate(every)})
                 for fam, reps in sorted(by_family.items()):
                     rows.append({"guidance": f"({name})", "family": fam, "clips": len(reps), **aggregate(reps)})
+    if strips:
+        from ..io.strip import save_image, stack_strips
+
+        save_image(args.strip, stack_strips(strips))
     print(format_table(rows))
     print(f"\n{len(prompts)} prompts x {len(modes)} modes, {args.steps} steps, in {time.perf_counter() - t0:.0f} s")
     if args.json:

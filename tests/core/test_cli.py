@@ -52,11 +52,15 @@ def test_eval_prints_a_table_per_mode_on_the_same_seeds(bundle_path, tmp_path, c
     prompts.write_text(json.dumps({"family": "flash", "seed": 3}) + "\n" + json.dumps({"prompt": "a beep"}) + "\n")
     report = tmp_path / "r.json"
     eval_cli.main(["--model", bundle_path, "--prompts", str(prompts), "--steps", "1", "--seconds", "1",
-                   "--json", str(report)])
+                   "--json", str(report), "--strip", str(tmp_path / "strip.png"), "--strip-clips", "1"])
     table = capsys.readouterr().out
     assert "| cfg" in table and "| sync" in table
     # the synthetic scene also gets its ceilings: the rendered truth and the VAE round trip
     assert "| (truth) | flash | 1 |" in table and "| (vae) | flash | 1 |" in table
+    from PIL import Image
+
+    width, height = Image.open(tmp_path / "strip.png").size  # one strip per mode, stacked
+    assert height > 2 * 24 and width > 0
     clips = json.loads(report.read_text())["clips"]
     assert [c["seed"] for c in clips if c["mode"] == "cfg"] == [c["seed"] for c in clips if c["mode"] == "sync"]
 
