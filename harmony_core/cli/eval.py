@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts", required=True, help="JSON-lines prompts file")
     p.add_argument("--modes", default="cfg,sync", help="comma-separated guidance modes: cfg, sync, none")
     p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--video-scale", type=float, default=None, help="video guidance scale (default: 3, the paper's)")
+    p.add_argument("--audio-scale", type=float, default=None, help="audio guidance scale (default: 2, the paper's)")
     p.add_argument("--seconds", type=float, default=2.0)
     p.add_argument("--limit", type=int, default=0, help="only the first N prompts (0 = all)")
     p.add_argument("--save-dir", default=None, help="also write every clip as MP4 here")
@@ -118,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                 item["prompt"],
                 transcript=item.get("transcript", ""),
                 seconds=float(item.get("seconds", args.seconds)),
-                guidance=guidance_from_args(mode, None, None),
+                guidance=guidance_from_args(mode, args.video_scale, args.audio_scale),
                 steps=args.steps,
                 seed=seed,
             )
