@@ -21,13 +21,15 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "eval": (".cli.eval", "measure synchronization of generated clips (text CFG vs SyncCFG)"),
     "train": (".training.cli", "train a Harmony model (stage presets, latent cache, DDP/FSDP, resume, bundle)"),
     "build-default": (".cli.build_default", "reproduce the shipped tiny model from scratch (VAEs + DiT)"),
+    "memory": (".memory.cli", "estimate the memory of a run (weights, activations, guidance passes, offload)"),
+    "mmaudio-vae": (".io.mmaudio_comfy", "MMAudio's v1-16.pth + best_netG.pt as one file for ComfyUI's Load VAE"),
 }
 
 
 def _usage() -> str:
     lines = ["usage: python -m harmony_core <command> [options]", "", "commands:"]
     for name, (_, help_line) in SUBCOMMANDS.items():
-        lines.append(f"  {name:10s} {help_line}")
+        lines.append(f"  {name:13s} {help_line}")
     lines.append("\nRun `python -m harmony_core <command> --help` for a command's options.")
     return "\n".join(lines)
 
