@@ -92,9 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                   "--audio-vae", os.fspath(work / "audio_vae.safetensors"), *args.overrides]
     if args.resume and (run / "last.safetensors").is_file():
         train_argv.append("--resume")
-    status = train_cli.main(train_argv)
-    if status not in (0, None):
-        return int(status)
+    train_cli.main(train_argv)  # raises on failure; returns the run's summary (also stored in the bundle)
     timings["dit_s"] = round(time.perf_counter() - t)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(run / "bundle.safetensors", args.out)
