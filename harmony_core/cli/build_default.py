@@ -14,11 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import torch
 
 __all__ = ["build_parser", "main", "train_vaes", "RECIPE"]
 
@@ -95,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     train_cli.main(train_argv)  # raises on failure; returns the run's summary (also stored in the bundle)
     timings["dit_s"] = round(time.perf_counter() - t)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(run / "bundle.safetensors", args.out)
+    from ..io.bundle import recast_bundle
+
+    recast_bundle(run / "bundle.safetensors", args.out, torch.float16)  # the shipped file is fp16 (half the size)
     print(f"wrote {args.out} in {time.perf_counter() - t0:.0f} s: {json.dumps(timings)}")
     return 0

@@ -18,7 +18,7 @@ import torch
 from ..config import HarmonyConfig
 from .checkpoints import atomic_save_file, load_state_strict, load_tensors, read_metadata
 
-__all__ = ["BUNDLE_FORMAT", "HarmonyBundle", "save_bundle", "load_bundle", "is_bundle"]
+__all__ = ["BUNDLE_FORMAT", "HarmonyBundle", "save_bundle", "load_bundle", "is_bundle", "recast_bundle"]
 
 BUNDLE_FORMAT = "harmony-bundle/1"
 CAPTION_ENCODER = "all-MiniLM-L6-v2"
@@ -69,6 +69,31 @@ def save_bundle(path: str | os.PathLike[str], bundle: HarmonyBundle) -> None:
     if bundle.transcript is not None:
         meta["transcript_config"] = json.dumps(bundle.transcript.config.to_dict(), sort_keys=True)
     atomic_save_file(tensors, path, meta)
+
+
+def recast_bundle(
+    src: str | os.PathLike[str], dst: str | os.PathLike[str], dtype: torch.dtype = torch.float16
+) -> dict[str, int]:
+    """Copy a bundle with every floating-point tensor stored as ``dtype`` (metadata unchanged).
+
+    The shipped model is stored in fp16 to halve its size; ``load_bundle`` upcasts to float32
+    unless asked otherwise, so the stored precision only rounds the weights once.
+
+    Returns:
+        ``{"tensors": n, "bytes": size of dst}``.
+
+    Raises:
+        ValueError: ``src`` is not a Harmony bundle, or ``dtype`` is not a floating-point dtype.
+    """
+    from safetensors.torch import load_file
+
+    if not is_bundle(src):
+        raise ValueError(f"{os.fspath(src)!r} is not a Harmony bundle (metadata format != {BUNDLE_FORMAT!r}).")
+    if not dtype.is_floating_point:
+        raise ValueError(f"dtype={dtype} is invalid: expected a floating-point dtype such as torch.float16.")
+    tensors = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in load_file(os.fspath(src)).items()}
+    atomic_save_file(tensors, dst, read_metadata(src))
+    return {"tensors": len(tensors), "bytes": os.path.getsize(dst)}
 
 
 def is_bundle(path: str | os.PathLike[str]) -> bool:

@@ -36,6 +36,10 @@ def test_build_default_trains_both_vaes_then_the_dit_and_writes_a_loadable_bundl
     out = tmp_path / "model.safetensors"
     assert build_default.main(["--out", str(out), "--work", str(tmp_path / "work")]) == 0
     assert (tmp_path / "work" / "audio_vae.log").read_text().count("step") >= 2
+    from safetensors import safe_open
+
+    with safe_open(str(out), "pt") as f:  # stored in fp16, like the shipped file
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} <= {"F16", "I64", "BOOL", "I32"}
     from harmony_core.engine import HarmonyEngine
 
     engine = HarmonyEngine.from_file(str(out))
