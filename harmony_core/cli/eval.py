@@ -50,6 +50,38 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def reliance_table(engine, items: list[dict], seconds: float) -> str | None:
+    """`harmony_core.metrics.reliance` on the synthetic scenes of ``items`` (each paired with the
+    next scene of the same family, so the swapped stream differs in event times, not in kind), or
+    None when fewer than two scenes share a family."""
+    import torch
+
+    from ..data.synthetic import generate_clip
+    from ..metrics.reliance import cross_modal_reliance, format_reliance
+
+    scenes = [it for it in items if "family" in it]
+    by_family: dict[str, list[int]] = {}
+    for i, it in enumerate(scenes):
+        by_family.setdefault(it["family"], []).append(i)
+    partner = [0] * len(scenes)
+    for members in by_family.values():
+        for k, i in enumerate(members):
+            partner[i] = members[(k + 1) % len(members)]
+    if len(scenes) < 2 or any(partner[i] == i for i in range(len(scenes))):
+        return None
+    clips = [generate_clip(int(it.get("seed", 0)), family=it["family"], params=it.get("params"),
+                           seconds=it.get("seconds", seconds)) for it in scenes]
+    n = min(c.frames.shape[0] for c in clips)
+    frames = [engine.fit_frames(c.frames[:n], c.fps) for c in clips]
+    v_x0 = torch.cat([engine.encode_video(f) for f in frames])
+    t_a = engine.latent_shapes(frames[0].shape[0], *engine.resolution, 1)[1][2]
+    a_x0 = torch.cat([engine.encode_audio(c.waveform[None], c.sample_rate, num_latents=t_a) for c in clips])
+    cond = engine.encode_text([c.caption for c in clips], [c.transcript or "" for c in clips])
+    rows = cross_modal_reliance(engine.bundle.dit, v_x0, a_x0, cond, partner=partner,
+                                generator=torch.Generator().manual_seed(0))
+    return format_reliance(rows)
+
+
 def reference_reports(engine, item: dict, seconds: float):
     """Sync reports of a synthetic scene's ground truth and of its VAE round trip.
 
@@ -167,6 +199,10 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({"guidance": f"({name})", "family": "all", "clips": len(every), **aggregate(every)})
                 for fam, reps in sorted(by_family.items()):
                     rows.append({"guidance": f"({name})", "family": fam, "clips": len(reps), **aggregate(reps)})
+    if not args.no_references:
+        table = reliance_table(engine, prompts, args.seconds)
+        if table:
+            print("Cross-modal reliance (does each stream use the other? 0 % = ignored):\n" + table + "\n")
     if strips:
         from ..io.strip import save_image, stack_strips
 

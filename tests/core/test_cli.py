@@ -49,14 +49,16 @@ def test_a2v_without_audio_is_a_clear_usage_error(bundle_path, tmp_path):
 
 def test_eval_prints_a_table_per_mode_on_the_same_seeds(bundle_path, tmp_path, capsys):
     prompts = tmp_path / "p.jsonl"
-    prompts.write_text(json.dumps({"family": "flash", "seed": 3}) + "\n" + json.dumps({"prompt": "a beep"}) + "\n")
+    prompts.write_text("\n".join(json.dumps(p) for p in ({"family": "flash", "seed": 3}, {"prompt": "a beep"},
+                                                           {"family": "flash", "seed": 4})) + "\n")
     report = tmp_path / "r.json"
     eval_cli.main(["--model", bundle_path, "--prompts", str(prompts), "--steps", "1", "--seconds", "1",
                    "--json", str(report), "--strip", str(tmp_path / "strip.png"), "--strip-clips", "1"])
     table = capsys.readouterr().out
     assert "| cfg" in table and "| sync" in table
     # the synthetic scene also gets its ceilings: the rendered truth and the VAE round trip
-    assert "| (truth) | flash | 1 |" in table and "| (vae) | flash | 1 |" in table
+    assert "| (truth) | flash | 2 |" in table and "| (vae) | flash | 2 |" in table
+    assert "Cross-modal reliance" in table and "| 0.30 |" in table
     from PIL import Image
 
     width, height = Image.open(tmp_path / "strip.png").size  # one strip per mode, stacked
