@@ -26,6 +26,9 @@ __all__ = ["build_parser", "main", "train_vaes", "RECIPE"]
 # The directory holding the harmony_core package, so ``python -m harmony_core.vae.train`` resolves.
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
+# DiT stages in order; each later stage starts from the previous stage's weights (--init).
+DIT_STAGES = ("dit", "dit_refine")
+
 # The shipped model's recipe (also recorded in its bundle info).
 RECIPE = {
     "audio_vae": ["--steps", "3000", "--clips", "512"],
@@ -87,14 +90,22 @@ def main(argv: list[str] | None = None) -> int:
     todo = [m for m in ("audio", "video") if not (args.resume and (work / f"{m}_vae.safetensors").is_file())]
     if todo:
         timings["vaes_s"] = train_vaes(work, todo)
-    t = time.perf_counter()
-    run = work / "dit"
-    train_argv = [*RECIPE["dit"], "--out", os.fspath(run), "--video-vae", os.fspath(work / "video_vae.safetensors"),
-                  "--audio-vae", os.fspath(work / "audio_vae.safetensors"), *args.overrides]
-    if args.resume and (run / "last.safetensors").is_file():
-        train_argv.append("--resume")
-    train_cli.main(train_argv)  # raises on failure; returns the run's summary (also stored in the bundle)
-    timings["dit_s"] = round(time.perf_counter() - t)
+    vaes = ["--video-vae", os.fspath(work / "video_vae.safetensors"),
+            "--audio-vae", os.fspath(work / "audio_vae.safetensors")]
+    run, init = None, None
+    for stage in DIT_STAGES:
+        if stage not in RECIPE:
+            continue
+        t = time.perf_counter()
+        run = work / stage
+        train_argv = [*RECIPE[stage], "--out", os.fspath(run), *vaes, *args.overrides]
+        if args.resume and (run / "last.safetensors").is_file():
+            train_argv.append("--resume")
+        elif init is not None:
+            train_argv += ["--init", os.fspath(init)]
+        train_cli.main(train_argv)  # raises on failure; returns the run's summary (also stored in the bundle)
+        timings[f"{stage}_s"] = round(time.perf_counter() - t)
+        init = run / "last.safetensors"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     from ..io.bundle import recast_bundle
 

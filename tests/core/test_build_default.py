@@ -1,8 +1,8 @@
 """``python -m harmony_core build-default`` end to end, on a recipe shrunk to seconds.
 
 The real recipe (``RECIPE``) trains for about an hour; here the same code path runs with a few
-steps: both VAEs trained side by side in subprocesses, then the DiT stage on their latents, then
-the bundle copied out, and the bundle loads and generates.
+steps: both VAEs trained side by side in subprocesses, then the DiT stages on their latents (the
+refine stage starting from the first), then the bundle written in fp16, and it loads and generates.
 """
 
 from __future__ import annotations
@@ -32,10 +32,16 @@ def test_build_default_trains_both_vaes_then_the_dit_and_writes_a_loadable_bundl
         "audio_vae": small,
         "video_vae": [*small, "--frames", "5", "--crop", "16", "--motion-weight", "4"],
         "dit": ["--preset", "tiny", "--clips", "2", "data.seconds=0.5"],
+        "dit_refine": ["--preset", "tiny", "--clips", "2", "data.seconds=0.5", "lr=1e-4"],
     })
     out = tmp_path / "model.safetensors"
     assert build_default.main(["--out", str(out), "--work", str(tmp_path / "work")]) == 0
     assert (tmp_path / "work" / "audio_vae.log").read_text().count("step") >= 2
+    # the refine stage started from the first stage's weights and the bundle is the refined one
+    from harmony_core.io.checkpoints import read_metadata
+
+    info = read_metadata(str(out))["info"]
+    assert "lr=1e-4" in info and "--init" in info
     from safetensors import safe_open
 
     with safe_open(str(out), "pt") as f:  # stored in fp16, like the shipped file
