@@ -53,7 +53,7 @@ class HarmonySyncCFGGuider(io.ComfyNode):
                 "SyncCFG (Harmony paper, Eq. 9-10) for Sampler Custom Advanced: video is guided against a pass with "
                 "clean silent audio, audio against a pass with a clean still video, so guidance amplifies what ties "
                 "sound and picture together. Optional text CFG against a negative prompt and a guidance interval. "
-                "All passes of a step run as one batched forward."
+                "The passes of a step run as one batched forward when they fit the free memory, else one at a time."
             ),
             search_aliases=["sync cfg", "synccfg", "audio video guidance", "harmony guider"],
             inputs=[
