@@ -1,6 +1,6 @@
 """``python -m harmony_core build-default`` end to end, on a recipe shrunk to seconds.
 
-The real recipe (``RECIPE``) trains for about an hour; here the same code path runs with a few
+The real recipe (``RECIPE``) trains for over an hour; here the same code path runs with a few
 steps: both VAEs trained side by side in subprocesses, then the DiT stages on their latents (the
 refine stage starting from the first), then the bundle written in fp16, and it loads and generates.
 """
