@@ -50,13 +50,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def scene_clip(item: dict, seconds: float):
+    """The rendered synthetic scene of a prompts-file line (``family``, ``seed``, ``params``, ``seconds``)."""
+    from ..data.synthetic import generate_clip
+
+    return generate_clip(int(item.get("seed", 0)), family=item["family"], params=item.get("params"),
+                         seconds=item.get("seconds", seconds))
+
+
 def reliance_table(engine, items: list[dict], seconds: float) -> str | None:
     """`harmony_core.metrics.reliance` on the synthetic scenes of ``items`` (each paired with the
     next scene of the same family, so the swapped stream differs in event times, not in kind), or
     None when fewer than two scenes share a family."""
     import torch
 
-    from ..data.synthetic import generate_clip
     from ..metrics.reliance import cross_modal_reliance, format_reliance
 
     scenes = [it for it in items if "family" in it]
@@ -69,8 +76,7 @@ def reliance_table(engine, items: list[dict], seconds: float) -> str | None:
             partner[i] = members[(k + 1) % len(members)]
     if len(scenes) < 2 or any(partner[i] == i for i in range(len(scenes))):
         return None
-    clips = [generate_clip(int(it.get("seed", 0)), family=it["family"], params=it.get("params"),
-                           seconds=it.get("seconds", seconds)) for it in scenes]
+    clips = [scene_clip(it, seconds) for it in scenes]
     n = min(c.frames.shape[0] for c in clips)
     frames = [engine.fit_frames(c.frames[:n], c.fps) for c in clips]
     v_x0 = torch.cat([engine.encode_video(f) for f in frames])
@@ -91,12 +97,9 @@ def reference_reports(engine, item: dict, seconds: float):
     Returns:
         ``(truth, vae)`` `SyncReport`s.
     """
-    from ..data.synthetic import generate_clip
     from ..metrics.sync import sync_report
 
-    clip = generate_clip(
-        int(item.get("seed", 0)), family=item["family"], params=item.get("params"), seconds=item.get("seconds", seconds)
-    )
+    clip = scene_clip(item, seconds)
     truth = sync_report(clip.frames, clip.waveform, fps=clip.fps, sample_rate=clip.sample_rate)
     frames = engine.fit_frames(clip.frames, clip.fps)
     v_hat = engine.decode_video(engine.encode_video(frames))[0]
