@@ -30,7 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="Harmony bundle (default: the shipped tiny model)")
     p.add_argument("--prompts", required=True, help="JSON-lines prompts file")
     p.add_argument("--modes", default="cfg,sync", help="comma-separated guidance modes: cfg, sync, none")
+    p.add_argument("--task", default="t2av", choices=("t2av", "a2v", "v2a"),
+                   help="t2av: generate both streams; a2v / v2a: keep each synthetic scene's true audio / "
+                   "video and generate the other stream (measures whether a stream follows the other)")
     p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--shift", type=float, default=5.0, help="sampler schedule shift (the paper's: 5)")
     p.add_argument("--video-scale", type=float, default=None, help="video guidance scale (default: 3, the paper's)")
     p.add_argument("--audio-scale", type=float, default=None, help="audio guidance scale (default: 2, the paper's)")
     p.add_argument("--seconds", type=float, default=2.0)
@@ -143,6 +147,12 @@ def main(argv: list[str] | None = None) -> int:
     prompts = load_prompts(args.prompts)
     if args.limit:
         prompts = prompts[: args.limit]
+    if args.task != "t2av":
+        texts = [it["prompt"] for it in prompts if "family" not in it]
+        if texts:
+            raise ValueError(f"--task {args.task} keeps a synthetic scene's true "
+                             f"{'audio' if args.task == 'a2v' else 'video'}, but {len(texts)} prompt(s) are free "
+                             f"text (first: {texts[0]!r}); use a prompts file of synthetic scenes or --task t2av.")
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     engine = HarmonyEngine.from_file(args.model or default_model_path(), device=args.device)
     rows, per_clip, strips = [], [], []
@@ -151,12 +161,20 @@ def main(argv: list[str] | None = None) -> int:
         reports, by_family = [], {}
         for i, item in enumerate(prompts):
             seed = int(item.get("seed", i))
+            source = {}
+            if args.task != "t2av":
+                clip = scene_clip(item, args.seconds)
+                source = ({"audio": (clip.waveform[None], clip.sample_rate)} if args.task == "a2v"
+                          else {"video": (clip.frames, clip.fps)})
             out = engine.generate(
                 item["prompt"],
+                mode=args.task,
+                **source,
                 transcript=item.get("transcript", ""),
                 seconds=float(item.get("seconds", args.seconds)),
                 guidance=guidance_from_args(mode, args.video_scale, args.audio_scale),
                 steps=args.steps,
+                shift=args.shift,
                 seed=seed,
             )
             rep = sync_report(out.frames[0], out.waveform[0, 0], fps=out.fps, sample_rate=out.sample_rate)
@@ -165,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             per_clip.append(
                 {
                     "mode": mode,
+                    "task": args.task,
                     "prompt": item["prompt"],
                     "seed": seed,
                     "family": item.get("family"),
@@ -211,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
 
         save_image(args.strip, stack_strips(strips))
     print(format_table(rows))
-    print(f"\n{len(prompts)} prompts x {len(modes)} modes, {args.steps} steps, in {time.perf_counter() - t0:.0f} s")
+    print(f"\n{args.task}: {len(prompts)} prompts x {len(modes)} modes, {args.steps} steps, shift {args.shift:g}, "
+          f"in {time.perf_counter() - t0:.0f} s")
     if args.json:
         Path(args.json).write_text(json.dumps({"summary": rows, "clips": per_clip}, indent=1))
     return 0

@@ -1,8 +1,8 @@
 """``python -m harmony_core build-default`` end to end, on a recipe shrunk to seconds.
 
 The real recipe (``RECIPE``) trains for over an hour; here the same code path runs with a few
-steps: both VAEs trained side by side in subprocesses, then the DiT stages on their latents (the
-refine stage starting from the first), then the bundle written in fp16, and it loads and generates.
+steps: both VAEs trained one after the other in subprocesses, then the DiT stages on their latents
+(encoded once; the refine stage starts from the first), then the bundle written in fp16, and it loads and generates.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ def test_build_default_trains_both_vaes_then_the_dit_and_writes_a_loadable_bundl
 
     info = read_metadata(str(out))["info"]
     assert "lr=1e-4" in info and "--init" in info
+    assert "--latents" in info and (tmp_path / "work" / "latents.safetensors").is_file()  # encoded once
     from safetensors import safe_open
 
     with safe_open(str(out), "pt") as f:  # stored in fp16, like the shipped file
