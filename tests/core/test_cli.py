@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from harmony_core.cli import eval as eval_cli
 from harmony_core.cli import generate
@@ -80,3 +81,39 @@ def test_the_shipped_eval_prompts_are_valid_synthetic_scenes():
     items = eval_cli.load_prompts(str(DEFAULT_MODEL.parent / "eval_prompts.jsonl"))
     assert len(items) == 16 and {i["family"] for i in items} == {"ball", "face", "flash", "drum"}
     assert all(i["transcript"] for i in items if i["family"] == "face")
+
+
+@pytest.mark.parametrize("task", ["a2v", "v2a"])
+def test_eval_a2v_v2a_keep_each_scenes_true_stream(bundle_path, tmp_path, capsys, monkeypatch, task):
+    from harmony_core.data.synthetic import generate_clip
+    from harmony_core.engine import HarmonyEngine
+
+    seen = []
+    real = HarmonyEngine.generate
+
+    def spy(self, prompt, **kw):
+        seen.append(kw)
+        return real(self, prompt, **kw)
+
+    monkeypatch.setattr(HarmonyEngine, "generate", spy)
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(json.dumps({"family": "drum", "seed": 5}) + "\n")
+    report = tmp_path / "r.json"
+    eval_cli.main(["--model", bundle_path, "--prompts", str(prompts), "--task", task, "--modes", "sync", "--steps",
+                   "1", "--seconds", "1", "--json", str(report), "--no-references"])
+    truth = generate_clip(5, family="drum", seconds=1.0)
+    (kw,) = seen
+    assert kw["mode"] == task
+    if task == "a2v":
+        assert torch.equal(kw["audio"][0][0], truth.waveform) and kw["audio"][1] == truth.sample_rate
+    else:
+        assert torch.equal(kw["video"][0], truth.frames) and kw["video"][1] == truth.fps
+    assert f"{task}: 1 prompts" in capsys.readouterr().out
+    assert json.loads(report.read_text())["clips"][0]["task"] == task
+
+
+def test_eval_a2v_refuses_free_text_prompts_before_generating(bundle_path, tmp_path):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(json.dumps({"prompt": "a beep"}) + "\n")
+    with pytest.raises(ValueError, match=r"--task a2v keeps a synthetic scene's true audio.*'a beep'.*--task t2av"):
+        eval_cli.main(["--model", bundle_path, "--prompts", str(prompts), "--task", "a2v"])
