@@ -9,9 +9,6 @@
   step fit as one batched forward or must run one at a time (``choose_batching``), and a clear
   ``InsufficientMemoryError`` (``check_fits``) when even one pass at a time cannot fit.
 * ``native_clip_line``: the loader's report line with the estimate at the model's native clip.
-
-The estimator is imported lazily; if it cannot be imported these return None / True and ComfyUI's
-own behaviour applies.
 """
 
 from __future__ import annotations
@@ -21,20 +18,12 @@ from typing import Any
 
 import torch
 
+from ...harmony_core import memory
 from ...harmony_core.config import HarmonyConfig
 
 __all__ = ["dtype_key", "forward_bytes", "guidance_batching", "native_clip_line"]
 
 log = logging.getLogger(__name__)
-
-
-def _memory() -> Any:
-    try:
-        from ...harmony_core import memory
-    except ImportError as e:  # the estimator is optional for sampling to work
-        log.debug("harmony_core.memory unavailable (%s); ComfyUI's own memory estimate applies", e)
-        return None
-    return memory
 
 
 def dtype_key(dtype: torch.dtype | None) -> str:
@@ -61,16 +50,12 @@ def _request(config: HarmonyConfig, v_shape: tuple[int, ...], a_shape: tuple[int
 
 
 def forward_bytes(config: HarmonyConfig, v_shape: tuple[int, ...], a_shape: tuple[int, ...], batch: int,
-                  compute_dtype: torch.dtype | None) -> int | None:
-    """Activation bytes of one forward of ``batch`` samples over latents of these shapes, or None
-    when the estimator is unavailable.
+                  compute_dtype: torch.dtype | None) -> int:
+    """Activation bytes of one forward of ``batch`` samples over latents of these shapes.
 
     Args:
         v_shape: ``[B, C_v, T_v, h, w]``; a_shape: ``[B, C_a, T_a]`` (their batch is ignored).
     """
-    memory = _memory()
-    if memory is None:
-        return None
     _, _, t_v, h, w = v_shape
     return int(memory.activation_bytes(config, latent_frames=int(t_v), latent_h=int(h), latent_w=int(w),
                                        audio_latents=int(a_shape[2]), batch=int(batch),
@@ -94,8 +79,7 @@ def guidance_batching(config: HarmonyConfig, *, v_shape: tuple[int, ...], a_shap
         MemoryError: (``InsufficientMemoryError``) even one pass at a time cannot fit; the
             message gives the need, the free memory and the fixes with their estimated needs.
     """
-    memory = _memory()
-    if memory is None or passes <= 1:
+    if passes <= 1:
         return True
     kw = dict(_request(config, v_shape, a_shape), passes=passes, weight_dtype=dtype_key(weight_dtype),
               compute_dtype=_compute_key(compute_dtype))
@@ -111,8 +95,7 @@ def native_clip_line(config: HarmonyConfig, weight_dtype: torch.dtype, compute_d
                      free_bytes: int | None) -> str:
     """The loader's report line: device memory of a SyncCFG run at Ovi's native clip (704x704,
     121 frames) for models with Ovi's latents (48 video / 20 audio channels), else ""."""
-    memory = _memory()
-    if memory is None or config.video.in_channels != 48 or config.audio.in_channels != 20:
+    if config.video.in_channels != 48 or config.audio.in_channels != 20:
         return ""
     kw = dict(width=704, height=704, num_frames=121, passes=3, weight_dtype=dtype_key(weight_dtype),
               compute_dtype=_compute_key(compute_dtype), attention="flash")

@@ -257,10 +257,8 @@ class HarmonyAVModel(comfy.model_base.BaseModel):
         if shapes is not None and len(shapes) == 2 and sum(math.prod(s[1:]) for s in shapes) == packed:
             from .memory import forward_bytes
 
-            need = forward_bytes(self.harmony_config, tuple(shapes[0]), tuple(shapes[1]), int(input_shape[0]),
+            return forward_bytes(self.harmony_config, tuple(shapes[0]), tuple(shapes[1]), int(input_shape[0]),
                                  self.get_dtype_inference())
-            if need is not None:
-                return need
         return super().memory_required(input_shape, cond_shapes=cond_shapes or {})
 
 
