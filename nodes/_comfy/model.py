@@ -22,6 +22,8 @@ How the two streams and their timesteps flow through ComfyUI (LTXAV pattern):
 
 from __future__ import annotations
 
+import functools
+
 import logging
 import math
 from typing import Any
@@ -56,11 +58,15 @@ TEXT_KEY = "harmony_text"  # conditioning-dict key carrying the non-video text t
 
 
 def _comfy_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
-                     mask: torch.Tensor | None = None) -> torch.Tensor:
+                     mask: torch.Tensor | None = None, transformer_options: dict | None = None) -> torch.Tensor:
     """ComfyUI's ``optimized_attention`` (sage / flash / SDPA / sub-quadratic, whichever ComfyUI
-    picked) on ``[B, L, N*K]``; looked up at call time so attention patches are honoured."""
+    picked) on ``[B, L, N*K]``; looked up at call time so attention patches are honoured, and
+    given the run's ``transformer_options`` when they carry an ``optimized_attention_override``
+    (what attention-patch nodes install, e.g. a SageAttention switch)."""
     from comfy.ldm.modules.attention import optimized_attention
 
+    if transformer_options and "optimized_attention_override" in transformer_options:
+        return optimized_attention(q, k, v, heads, mask=mask, transformer_options=transformer_options)
     return optimized_attention(q, k, v, heads, mask=mask)
 
 
@@ -135,7 +141,12 @@ class HarmonyDiffusionModel(nn.Module):
         )
         dtype = self.dit._compute_dtype()
         cond = harmony_text.to(device=v_x.device, dtype=dtype)
-        v_vel, a_vel = self.dit(v_x, a_x, v_t, a_t, cond)
+        if transformer_options and "optimized_attention_override" in transformer_options:
+            self.dit.attention = functools.partial(_comfy_attention, transformer_options=transformer_options)
+        try:
+            v_vel, a_vel = self.dit(v_x, a_x, v_t, a_t, cond)
+        finally:
+            self.dit.attention = _comfy_attention
         return [v_vel, a_vel]
 
 

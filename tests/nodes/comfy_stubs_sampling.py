@@ -445,10 +445,17 @@ def prepare_noise(latent_image: Any, seed: int, noise_inds: Any = None) -> Any:
     return torch.randn(latent_image.shape, generator=gen)
 
 
-def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, mask: Any = None, **_: Any) -> Any:
+def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, mask: Any = None, **_: Any) -> Any:
     from harmony_core.model.layers import sdpa_attention
 
     return sdpa_attention(q, k, v, heads, mask)
+
+
+def _attention(*args: Any, **kwargs: Any) -> Any:
+    """Like ComfyUI's ``wrap_attn``: an ``optimized_attention_override`` in ``transformer_options``
+    is called with the attention function and the call's arguments."""
+    override = (kwargs.get("transformer_options") or {}).get("optimized_attention_override")
+    return override(_sdpa, *args, **kwargs) if override else _sdpa(*args, **kwargs)
 
 
 def install(module: Any) -> None:

@@ -257,3 +257,31 @@ def test_the_model_folders_are_both_listed_and_the_rebuild_hook_reloads_the_same
     again = fn(*args, disable_dynamic=True)
     a, b = model.model.diffusion_model.state_dict(), again.model.diffusion_model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_an_attention_override_in_transformer_options_reaches_every_attention_call(nodes, loaded):
+    """Attention-patch nodes (e.g. a SageAttention switch) install ``optimized_attention_override``;
+    ComfyUI hands it to the model in ``transformer_options``."""
+    dm = loaded[0].model.diffusion_model
+    cfg = dm.dit.config
+    v_x, a_x = make_latents(cfg, frames=3, size=4, seed=2)
+    cond = HarmonyConditions(v_context=torch.randn(1, 6, cfg.video.text_dim),
+                             a_context=torch.randn(1, 5, cfg.audio.text_dim))
+    calls = []
+
+    def override(func, *args, **kwargs):
+        calls.append(args[0].shape)
+        return func(*args, **kwargs)
+
+    t = (torch.tensor([0.7]), torch.tensor([0.4]))
+    with torch.no_grad():
+        plain = dm([v_x, a_x], t, harmony_text=cond)
+        patched = dm([v_x, a_x], t, harmony_text=cond, transformer_options={"optimized_attention_override": override})
+        again = dm([v_x, a_x], t, harmony_text=cond, transformer_options={})
+    assert len(calls) >= 4 * cfg.video.num_layers  # self + text attention in both towers, GLDI too
+    n = len(calls)
+    with torch.no_grad():
+        dm([v_x, a_x], t, harmony_text=cond)  # the override was for that run only
+    assert len(calls) == n and dm.dit.attention.__name__ == "_comfy_attention"
+    for other in (patched, again):  # same numbers with and without the pass-through override
+        assert all(torch.equal(p, q) for p, q in zip(plain, other))
