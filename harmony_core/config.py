@@ -362,7 +362,11 @@ def _synthetic() -> HarmonyConfig:
         patch_kernel=3,
         patch_hidden=256,
     )
-    return HarmonyConfig(video=video, audio=audio, speech_dim=128, name="synthetic")
+    # A2V time in audio latents (see InteractionConfig.a2v_time_scale): with 32-wide heads (6 RoPE time
+    # frequencies) the first models' A2V attention was flat over its window in video-frame units.
+    t = TimelineConfig()
+    interaction = InteractionConfig(a2v_time_scale=t.audio_latent_rate * t.vae_time_stride / t.fps)
+    return HarmonyConfig(video=video, audio=audio, interaction=interaction, speech_dim=128, name="synthetic")
 
 
 def _mid() -> HarmonyConfig:
