@@ -150,12 +150,25 @@ class InteractionConfig:
     rope_align: bool = True
     # New interaction output projections start at zero (keeps pretrained towers intact).
     zero_init: bool = True
+    # Unit of the shared timeline in the local attentions' time RoPE: both the query and the key
+    # positions of a direction are multiplied by its factor (1 = the query stream's own latent
+    # index: video latent frames for A2V, audio latents for V2A). The paper leaves the unit open.
+    # RoPE's fastest time frequency turns 1 rad per unit, so in video-frame units (4 pixel frames)
+    # a head with few time frequencies barely tells where in its frame's window a sound falls;
+    # ``a2v_time_scale = audio_latent_rate * vae_time_stride / fps`` (31.25 * 4 / 24 = 5.21) measures
+    # A2V time in audio latents, as V2A already does.
+    a2v_time_scale: float = 1.0
+    v2a_time_scale: float = 1.0
 
     def __post_init__(self) -> None:
         for f in ("a2v_window", "v2a_window"):
             v = getattr(self, f)
             if not isinstance(v, int) or v < 0:
                 _fail("InteractionConfig", f, v, "an int >= 0 (latent frames on each side)", "Use 1.")
+        for f in ("a2v_time_scale", "v2a_time_scale"):
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                _fail("InteractionConfig", f, v, "a finite number > 0 (RoPE time unit factor)", "Use 1.0.")
 
 
 @dataclass(frozen=True)
@@ -349,7 +362,11 @@ def _synthetic() -> HarmonyConfig:
         patch_kernel=3,
         patch_hidden=256,
     )
-    return HarmonyConfig(video=video, audio=audio, speech_dim=128, name="synthetic")
+    # A2V time in audio latents (see InteractionConfig.a2v_time_scale): with 32-wide heads (6 RoPE time
+    # frequencies) the first models' A2V attention was flat over its window in video-frame units.
+    t = TimelineConfig()
+    interaction = InteractionConfig(a2v_time_scale=t.audio_latent_rate * t.vae_time_stride / t.fps)
+    return HarmonyConfig(video=video, audio=audio, interaction=interaction, speech_dim=128, name="synthetic")
 
 
 def _mid() -> HarmonyConfig:

@@ -252,12 +252,13 @@ class HarmonyDiT(nn.Module):
                 rope_align=inter.rope_align,
                 device=dev,
             )
+            sv, sa = inter.a2v_time_scale, inter.v2a_time_scale  # unit of each direction's shared timeline
             local = {
                 "win": win,
-                "a2v_q": time_rope_angles(cfg.video, win.a2v_q_pos.repeat_interleave(per_frame)),
-                "a2v_k": time_rope_angles(cfg.video, win.a2v_k_pos),
-                "v2a_q": time_rope_angles(cfg.audio, win.v2a_q_pos),
-                "v2a_k": time_rope_angles(cfg.audio, win.v2a_k_pos.repeat_interleave(per_frame)),
+                "a2v_q": time_rope_angles(cfg.video, win.a2v_q_pos.repeat_interleave(per_frame) * sv),
+                "a2v_k": time_rope_angles(cfg.video, win.a2v_k_pos * sv),
+                "v2a_q": time_rope_angles(cfg.audio, win.v2a_q_pos * sa),
+                "v2a_k": time_rope_angles(cfg.audio, win.v2a_k_pos.repeat_interleave(per_frame) * sa),
             }
 
         ctx = dict(

@@ -135,3 +135,34 @@ def test_rope_alignment_switch_changes_the_interaction():
     t = torch.tensor([0.5])
     with torch.no_grad():
         assert not torch.allclose(model(v, a, t, t, cond)[0], unaligned.eval()(v, a, t, t, cond)[0])
+
+
+def test_time_scales_set_the_unit_of_each_directions_shared_timeline(monkeypatch):
+    import harmony_core.model.dit as dit_module
+
+    cfg = get_preset("tiny")
+    cfg = dataclasses.replace(cfg, interaction=InteractionConfig(a2v_time_scale=5.25, v2a_time_scale=0.5))
+    model = make_tiny_model(cfg)
+    seen = []
+    real = dit_module.time_rope_angles
+    monkeypatch.setattr(dit_module, "time_rope_angles", lambda tower, pos: seen.append(pos) or real(tower, pos))
+    v, a = make_latents(cfg, frames=4)
+    with torch.no_grad():
+        model(v, a, torch.tensor([0.5]), torch.tensor([0.5]), make_conditions(cfg))
+    win = local_windows(cfg.timeline, 4, a.shape[-1], a2v_window=1, v2a_window=1, rope_align=True)
+    p = v.shape[-1] * v.shape[-2] // 4  # tokens per latent frame (2x2 patches)
+    a2v_q, a2v_k, v2a_q, v2a_k = seen
+    torch.testing.assert_close(a2v_q, win.a2v_q_pos.repeat_interleave(p) * 5.25)
+    torch.testing.assert_close(a2v_k, win.a2v_k_pos * 5.25)
+    torch.testing.assert_close(v2a_q, win.v2a_q_pos * 0.5)
+    torch.testing.assert_close(v2a_k, win.v2a_k_pos.repeat_interleave(p) * 0.5)
+
+
+def test_a_bad_time_scale_is_named():
+    import pytest
+
+    for bad in (0.0, -1.0, float("nan"), True):
+        with pytest.raises(ValueError, match="a2v_time_scale"):
+            InteractionConfig(a2v_time_scale=bad)
+    with pytest.raises(ValueError, match="v2a_time_scale.*Use 1.0"):
+        InteractionConfig(v2a_time_scale=float("inf"))
