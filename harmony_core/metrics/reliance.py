@@ -106,7 +106,7 @@ def cross_modal_reliance(
         sigma = float(sigma)
         v_eps = torch.randn(v_x0.shape, generator=generator).to(dev, dtype)
         a_eps = torch.randn(a_x0.shape, generator=generator).to(dev, dtype)
-        t = torch.full((b,), sigma * 1000.0, device=dev, dtype=dtype)  # Wan's t = 1000 σ
+        t = torch.full((b,), sigma, device=dev, dtype=dtype)  # the model takes sigma (it scales to t itself)
         v_noisy, a_noisy = (1 - sigma) * v_x0 + sigma * v_eps, (1 - sigma) * a_x0 + sigma * a_eps
         v_target, a_target = v_eps - v_x0, a_eps - a_x0
 

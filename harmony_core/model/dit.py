@@ -379,6 +379,14 @@ class HarmonyDiT(nn.Module):
             raise ValueError(f"v_t has shape {tuple(v_t.shape)}: expected [B]={b} or [B, T_v]=[{b}, {f}].")
         if a_t.numel() not in (b, b * a_x.shape[2]):
             raise ValueError(f"a_t has shape {tuple(a_t.shape)}: expected [B]={b} or [B, T_a]=[{b}, {a_x.shape[2]}].")
+        for name, t in (("v_t", v_t), ("a_t", a_t)):
+            lo, hi = float(t.min()), float(t.max())
+            if not (lo >= 0.0 and hi <= 1.0 + 1e-3):  # also catches NaN
+                raise ValueError(
+                    f"{name} ranges over [{lo:g}, {hi:g}]: expected noise levels (sigmas) in [0, 1], 0 = clean. The "
+                    f"model applies timestep_scale={cfg.timestep_scale:g} itself: pass sigma, not "
+                    f"t = sigma * {cfg.timestep_scale:g}."
+                )
         if cond.batch_size != b:
             raise ValueError(f"conditioning batch {cond.batch_size} differs from latent batch {b}.")
         for name, t, dim in (

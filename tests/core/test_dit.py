@@ -176,3 +176,16 @@ def test_injected_operations_and_attention_are_the_ones_used(tiny_config):
         model(v, a, torch.tensor([0.5]), torch.tensor([0.5]), make_conditions(tiny_config, ref=2))
     # per dual block: 2 self + 2 text cross + A2V + V2A + style = 7 attention calls
     assert len(calls) == 7 * tiny_config.video.num_layers
+
+
+def test_a_timestep_outside_0_1_is_refused_naming_the_likely_mix_up():
+    cfg = get_preset("tiny")
+    model = HarmonyDiT(cfg, generator=torch.Generator().manual_seed(0))
+    v, a = make_latents(cfg, frames=3)
+    cond = make_conditions(cfg)
+    with pytest.raises(ValueError, match=r"v_t ranges over \[500, 500\].*pass sigma, not t = sigma \* 1000"):
+        model(v, a, torch.tensor([500.0]), torch.tensor([0.5]), cond)
+    with pytest.raises(ValueError, match=r"a_t ranges over \[-0.1, -0.1\]"):
+        model(v, a, torch.tensor([0.5]), torch.tensor([-0.1]), cond)
+    with pytest.raises(ValueError, match="a_t ranges over"):
+        model(v, a, torch.tensor([0.5]), torch.tensor([float("nan")]), cond)
