@@ -64,8 +64,9 @@ def scene_clip(item: dict, seconds: float):
 
 def reliance_table(engine, items: list[dict], seconds: float) -> str | None:
     """`harmony_core.metrics.reliance` on the synthetic scenes of ``items`` (each paired with the
-    next scene of the same family, so the swapped stream differs in event times, not in kind), or
-    None when fewer than two scenes share a family."""
+    next scene of the same family, so the swapped stream differs in event times, not in kind) and
+    the A2V attention profile (`harmony_core.metrics.attention`), or None when fewer than two
+    scenes share a family."""
     import torch
 
     from ..metrics.reliance import cross_modal_reliance, format_reliance
@@ -87,9 +88,19 @@ def reliance_table(engine, items: list[dict], seconds: float) -> str | None:
     t_a = engine.latent_shapes(frames[0].shape[0], *engine.resolution, 1)[1][2]
     a_x0 = torch.cat([engine.encode_audio(c.waveform[None], c.sample_rate, num_latents=t_a) for c in clips])
     cond = engine.encode_text([c.caption for c in clips], [c.transcript or "" for c in clips])
-    rows = cross_modal_reliance(engine.bundle.dit, v_x0, a_x0, cond, partner=partner,
-                                generator=torch.Generator().manual_seed(0))
-    return format_reliance(rows)
+    dit = engine.bundle.dit
+    rows = cross_modal_reliance(dit, v_x0, a_x0, cond, partner=partner, generator=torch.Generator().manual_seed(0))
+    table = format_reliance(rows)
+    if dit.config.interaction.local:  # where each video frame listens (A2V task, video at sigma 0.6)
+        from ..metrics.attention import a2v_attention_profile, format_a2v_profile
+
+        b, sigma = v_x0.shape[0], 0.6
+        noise = torch.randn(v_x0.shape, generator=torch.Generator().manual_seed(1))
+        profile = a2v_attention_profile(dit, (1 - sigma) * v_x0 + sigma * noise, a_x0, torch.full((b,), sigma),
+                                        torch.zeros(b), cond)
+        table += ("\n\nA2V attention by the audio's time offset from the video frame (1 = the frame averages its "
+                  "window; offsets in audio latents):\n" + format_a2v_profile(profile))
+    return table
 
 
 def reference_reports(engine, item: dict, seconds: float):

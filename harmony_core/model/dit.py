@@ -44,7 +44,7 @@ from .layers import (
     sinusoidal_embedding,
 )
 from .rope import audio_rope_angles, time_rope_angles, video_rope_angles
-from .windows import local_windows
+from .windows import LocalWindows, local_windows
 
 __all__ = ["Tower", "HarmonyDiT", "count_parameters"]
 
@@ -97,6 +97,19 @@ class Tower(nn.Module):
         if pad_to and ctx.shape[1] < pad_to:
             ctx = torch.cat([ctx, ctx.new_zeros(ctx.shape[0], pad_to - ctx.shape[1], ctx.shape[2])], dim=1)
         return embedding(ctx)
+
+
+def local_rope_angles(cfg: HarmonyConfig, win: LocalWindows, per_frame: int) -> dict[str, torch.Tensor]:
+    """Time-slice RoPE angles of the local A2V / V2A attentions: ``a2v_q [T_v*P, K/2]``,
+    ``a2v_k [T_a, K/2]``, ``v2a_q [T_a, K/2]``, ``v2a_k [T_v*P, K/2]`` (``P = per_frame`` video
+    tokens per latent frame), positions in each direction's timeline unit (``*_time_scale``)."""
+    sv, sa = cfg.interaction.a2v_time_scale, cfg.interaction.v2a_time_scale
+    return {
+        "a2v_q": time_rope_angles(cfg.video, win.a2v_q_pos.repeat_interleave(per_frame) * sv),
+        "a2v_k": time_rope_angles(cfg.video, win.a2v_k_pos * sv),
+        "v2a_q": time_rope_angles(cfg.audio, win.v2a_q_pos * sa),
+        "v2a_k": time_rope_angles(cfg.audio, win.v2a_k_pos.repeat_interleave(per_frame) * sa),
+    }
 
 
 class HarmonyDiT(nn.Module):
@@ -252,14 +265,7 @@ class HarmonyDiT(nn.Module):
                 rope_align=inter.rope_align,
                 device=dev,
             )
-            sv, sa = inter.a2v_time_scale, inter.v2a_time_scale  # unit of each direction's shared timeline
-            local = {
-                "win": win,
-                "a2v_q": time_rope_angles(cfg.video, win.a2v_q_pos.repeat_interleave(per_frame) * sv),
-                "a2v_k": time_rope_angles(cfg.video, win.a2v_k_pos * sv),
-                "v2a_q": time_rope_angles(cfg.audio, win.v2a_q_pos * sa),
-                "v2a_k": time_rope_angles(cfg.audio, win.v2a_k_pos.repeat_interleave(per_frame) * sa),
-            }
+            local = {"win": win, **local_rope_angles(cfg, win, per_frame)}
 
         ctx = dict(
             v_e0=v_e0,
