@@ -79,7 +79,7 @@ def test_the_shipped_eval_prompts_are_valid_synthetic_scenes():
     from harmony_core.cli.common import DEFAULT_MODEL
 
     items = eval_cli.load_prompts(str(DEFAULT_MODEL.parent / "eval_prompts.jsonl"))
-    assert len(items) == 16 and {i["family"] for i in items} == {"ball", "face", "flash", "drum"}
+    assert len(items) == 48 and {i["family"] for i in items} == {"ball", "face", "flash", "drum"}
     assert all(i["transcript"] for i in items if i["family"] == "face")
 
 

@@ -230,10 +230,6 @@ def test_hand_built_clips_are_more_confident_in_sync_than_with_another_clips_aud
 # ----------------------------------------------------------------------------------------------
 
 FAMILIES = ("ball", "face", "flash", "drum")
-# Known failure (see test_known_failure_when_the_shift_cuts_off_the_strongest_event).
-_KNOWN_FAILURES = {("ball", 1, -0.5)}
-
-
 @pytest.fixture(scope="module")
 def world() -> dict[str, list[Clip]]:
     return {f: [generate_clip(seed, family=f, seconds=4.0) for seed in range(6)] for f in FAMILIES}
@@ -249,8 +245,6 @@ def test_synthetic_clips_in_sync_have_an_offset_within_one_frame(world, family):
 def test_synthetic_clips_recover_injected_shifts_within_one_frame(world, family):
     for seed, clip in enumerate(world[family]):
         for shift in SHIFTS:
-            if (family, seed, shift) in _KNOWN_FAILURES:
-                continue
             wav = shift_audio(clip.waveform, shift, clip.sample_rate)
             offset = sync_report(clip.frames, wav, fps=clip.fps, sample_rate=clip.sample_rate).offset_s
             assert abs(offset - shift) <= 1 / clip.fps, (seed, shift, offset)
@@ -265,19 +259,6 @@ def test_synthetic_clips_are_more_confident_in_sync_than_with_another_clips_audi
         for i, c in enumerate(clips)
     ]
     assert np.mean(in_sync) > np.mean(unrelated) + 0.15, (in_sync, unrelated)
-
-
-@pytest.mark.xfail(strict=True, reason="ambiguous: the shift removes the largest bounce from the overlap")
-def test_known_failure_when_the_shift_cuts_off_the_strongest_event(world):
-    # Ball seed 1 bounces at 0.45, 0.94, 1.23 and 1.40 s, the first bounce by far the hardest.
-    # Advancing the audio by 0.5 s moves that bounce's sound before t = 0, so at the true offset the
-    # three small bounces must outweigh a coincidence at offset 0 (the 0.94 s sound, now at 0.44 s,
-    # lands on the big bounce). The two correlations are 0.72 and 0.70 and the overlap weighting
-    # tips the choice to 0. Kept as a strict xfail so an improvement shows up.
-    clip = world["ball"][1]
-    wav = shift_audio(clip.waveform, -0.5, clip.sample_rate)
-    offset = sync_report(clip.frames, wav, fps=clip.fps, sample_rate=clip.sample_rate).offset_s
-    assert abs(offset + 0.5) <= 1 / clip.fps
 
 
 # ----------------------------------------------------------------------------------------------
