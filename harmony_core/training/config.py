@@ -57,6 +57,8 @@ class TrainConfig:
         ref_seconds: ``(min, max)`` reference duration (paper stage 1: 1-3 s).
         ref_mode: ``"same"`` (a segment of the clip itself) or ``"timbre"`` (a same-timbre partner clip).
         sigma_bins: equal-width sigma bins for the loss log.
+        motion_weight: emphasis of the video loss on latent positions that move (``tasks.
+            motion_weights``; 0 = plain MSE, the paper's loss).
     """
 
     steps: int = 1000
@@ -85,6 +87,7 @@ class TrainConfig:
     ref_seconds: tuple[float, float] = (1.0, 3.0)
     ref_mode: str = "same"
     sigma_bins: int = 5
+    motion_weight: float = 0.0
 
     def __post_init__(self) -> None:
         for f in ("betas", "probs", "weights", "ref_seconds"):
@@ -123,6 +126,8 @@ class TrainConfig:
             _bad("ref_seconds", self.ref_seconds, "(min, max) with 0 < min <= max", "Use 1.0,3.0 (paper).")
         if self.ref_mode not in ("same", "timbre"):
             _bad("ref_mode", self.ref_mode, "'same' or 'timbre'", "Use same (stage 1) or timbre (stage 2).")
+        if not (math.isfinite(self.motion_weight) and self.motion_weight >= 0):
+            _bad("motion_weight", self.motion_weight, "a finite number >= 0 (0 = plain MSE)", "Use 0, or 2-4.")
         _ = self.task_mix  # validates probs / weights / shift through TaskMix
 
     @property

@@ -36,7 +36,7 @@ from .distributed import all_reduce_sum, current_dist, default_device, unwrap_mo
 from .ema import EMA
 from .latents import LatentCache
 from .model import HarmonyTrainModel
-from .tasks import TASKS, TaskBatch, TaskMix, flow_loss, sample_task_batch
+from .tasks import TASKS, TaskBatch, TaskMix, flow_loss, motion_weights, sample_task_batch
 
 __all__ = ["TrainConfig", "TrainResult", "LossStats", "train", "check_dataset", "unused_parameters"]
 
@@ -343,7 +343,8 @@ def train(
                     tb.v_xt, tb.a_xt, tb.v_t, tb.a_t, batch.caption, batch.caption, batch.caption_mask,
                     batch.caption_mask, batch.transcript_ids, batch.transcript_mask, batch.a_ref,
                 )
-            v_mse, a_mse = flow_loss(v_pred, tb.v_target), flow_loss(a_pred, tb.a_target)
+            v_mse = flow_loss(v_pred, tb.v_target, motion_weights(batch.v_x0, config.motion_weight))
+            a_mse = flow_loss(a_pred, tb.a_target)
             per_sample = tb.v_weight * v_mse + tb.a_weight * a_mse
             loss = per_sample.mean()
             vec = step_stats.batch_vector(per_sample, tb.tasks, torch.maximum(tb.v_t, tb.a_t), v_mse, a_mse,

@@ -58,3 +58,33 @@ def test_training_steps_on_the_tiny_model_lower_the_loss(tiny_config):
     with torch.no_grad():
         after = sum(float(loss_at(1000 + k)) for k in range(4))
     assert after < 0.8 * before
+
+
+def test_motion_weights_emphasise_what_moves_and_keep_the_loss_scale():
+    from harmony_core.training.tasks import motion_weights
+
+    v = torch.zeros(2, 4, 5, 3, 3)
+    v[0, :, 2:, 1, 1] = 1.0  # clip 0: one position changes between latent frames 1 and 2
+    w = motion_weights(v, 4.0)
+    assert w.shape == (2, 1, 5, 3, 3)
+    torch.testing.assert_close(w.flatten(1).mean(1), torch.ones(2))  # mean 1 per clip
+    assert w[0, 0, 2, 1, 1] > 4 * w[0, 0, 2, 0, 0]  # the moving position weighs more
+    torch.testing.assert_close(w[1], torch.ones_like(w[1]))  # a static clip: plain MSE
+    assert motion_weights(v, 0.0) is None
+    # weighted flow loss: an error where the clip moves costs more than the same error where it does not
+    target = torch.zeros_like(v)
+    err_moving, err_still = target.clone(), target.clone()
+    err_moving[0, :, 2, 1, 1] = 1.0
+    err_still[0, :, 2, 0, 0] = 1.0
+    assert flow_loss(err_moving, target, w)[0] > 4 * flow_loss(err_still, target, w)[0]
+    torch.testing.assert_close(flow_loss(err_moving, target), flow_loss(err_still, target))
+
+
+def test_motion_weight_is_validated_and_stored():
+    import pytest
+
+    from harmony_core.training.config import TrainConfig
+
+    assert TrainConfig().motion_weight == 0.0
+    with pytest.raises(ValueError, match="motion_weight"):
+        TrainConfig(motion_weight=-1.0)
