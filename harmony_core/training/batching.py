@@ -22,6 +22,7 @@ __all__ = [
     "STREAM_DATA",
     "STREAM_TASKS",
     "STREAM_REFS",
+    "STREAM_COND_DROP",
     "REF_MODES",
     "stream_generator",
     "BucketBatchSampler",
@@ -29,12 +30,13 @@ __all__ = [
     "plan_references",
     "LatentBatch",
     "collate",
+    "plan_cond_drop",
 ]
 
 log = logging.getLogger(__name__)
 
 # Independent random streams (the second entry of every seed tuple).
-STREAM_DATA, STREAM_TASKS, STREAM_REFS = 1, 2, 3
+STREAM_DATA, STREAM_TASKS, STREAM_REFS, STREAM_COND_DROP = 1, 2, 3, 4
 REF_MODES = ("same", "timbre")
 
 
@@ -161,6 +163,19 @@ def plan_references(
     return RefPlan(length, offsets, from_pool)
 
 
+def plan_cond_drop(seed: int, step: int, batch_size: int, prob: float) -> list[bool]:
+    """Which rows of global batch ``step`` train the unconditional branch (text replaced by the empty
+    prompt). Row ``j`` draws from ``stream_generator(seed, STREAM_COND_DROP, step, j)``, so the choice
+    of a sample does not depend on the number of ranks. ``prob = 0`` drops nothing (and draws nothing).
+    """
+    if prob <= 0:
+        return [False] * batch_size
+    return [
+        bool(torch.rand((), generator=stream_generator(seed, STREAM_COND_DROP, step, j)) < prob)
+        for j in range(batch_size)
+    ]
+
+
 @dataclass
 class LatentBatch:
     """A collated batch (one rank's slice of the global batch).
@@ -200,6 +215,7 @@ def collate(
     plan: RefPlan | None = None,
     rows: slice | None = None,
     max_transcript: int = 512,
+    drop: Sequence[bool] | None = None,
 ) -> LatentBatch:
     """Stack the rows ``rows`` of the global batch ``indices`` (all of it by default).
 
@@ -212,20 +228,32 @@ def collate(
         plan: reference segments for the global batch (None = no reference).
         rows: this rank's slice of the global batch.
         max_transcript: characters kept per transcript.
+        drop: per row of the global batch, True to replace its caption by the cache's
+            ``null_caption`` and its transcript by ``""`` (see :func:`plan_cond_drop`).
     """
     rows = rows or slice(0, len(indices))
     items = [cache[i] for i in indices]
     keys = {it.length_key for it in items}
     if len(keys) != 1:
         raise ValueError(f"a batch mixes latent lengths {sorted(keys)}; use BucketBatchSampler, which never does.")
-    ids, tmask = tokenize_transcript([it.transcript for it in items], max_len=max_transcript)
-    cap_len = max(it.caption.shape[0] for it in items)
+    drop = list(drop) if drop is not None else [False] * len(items)
+    if len(drop) != len(items):
+        raise ValueError(f"drop has {len(drop)} entries for a batch of {len(items)}; pass one per row.")
+    if any(drop) and cache.null_caption is None:
+        raise ValueError(
+            "condition dropout needs the empty prompt's caption tokens, and this latent cache has none (it was "
+            "built before cond_drop existed). Rebuild the cache (drop --latents), or train with cond_drop=0."
+        )
+    captions = [cache.null_caption if d else it.caption for it, d in zip(items, drop)]
+    ids, tmask = tokenize_transcript(["" if d else it.transcript for it, d in zip(items, drop)],
+                                     max_len=max_transcript)
+    cap_len = max(c.shape[0] for c in captions)
     mine = list(range(len(items)))[rows]
     caption = torch.zeros(len(mine), cap_len, cache.text_dim)
     caption_mask = torch.zeros(len(mine), cap_len, dtype=torch.bool)
     for r, j in enumerate(mine):
-        n = items[j].caption.shape[0]
-        caption[r, :n] = items[j].caption
+        n = captions[j].shape[0]
+        caption[r, :n] = captions[j]
         caption_mask[r, :n] = True
     a_ref = None
     if plan is not None and plan.length:

@@ -59,6 +59,10 @@ class TrainConfig:
         sigma_bins: equal-width sigma bins for the loss log.
         motion_weight: emphasis of the video loss on latent positions that move (``tasks.
             motion_weights``; 0 = plain MSE, the paper's loss).
+        cond_drop: probability that a sample's text (caption and transcript) is replaced by the
+            empty prompt, the condition of the sampler's negative pass. Text CFG (and a negative
+            prompt) guides against that pass, so a model trained with 0 has an unconditional branch
+            it has never seen; 0.1 is the usual choice.
     """
 
     steps: int = 1000
@@ -88,6 +92,7 @@ class TrainConfig:
     ref_mode: str = "same"
     sigma_bins: int = 5
     motion_weight: float = 0.0
+    cond_drop: float = 0.0
 
     def __post_init__(self) -> None:
         for f in ("betas", "probs", "weights", "ref_seconds"):
@@ -128,6 +133,8 @@ class TrainConfig:
             _bad("ref_mode", self.ref_mode, "'same' or 'timbre'", "Use same (stage 1) or timbre (stage 2).")
         if not (math.isfinite(self.motion_weight) and self.motion_weight >= 0):
             _bad("motion_weight", self.motion_weight, "a finite number >= 0 (0 = plain MSE)", "Use 0, or 2-4.")
+        if not 0 <= self.cond_drop < 1:
+            _bad("cond_drop", self.cond_drop, "a probability in [0, 1)", "Use 0.1 (0 = never drop the text).")
         _ = self.task_mix  # validates probs / weights / shift through TaskMix
 
     @property

@@ -11,6 +11,10 @@ Training never touches pixels, waveforms or the caption encoder: every clip is s
 * ``ref_pool``: optional ``[C_a, T_p]`` audio latent of a *different* clip with the same timbre
   (same speaker voice, same drum, ...) for the timbre-disentanglement stage (paper §4.1, stage 2).
 
+The cache also keeps ``null_caption``, the caption encoder's token states of the empty prompt
+``""`` (exactly what generation feeds the negative / unconditional pass of text CFG), so training
+can drop captions (``TrainConfig.cond_drop``) into the same condition the sampler guides against.
+
 A cache lives in memory and round-trips through one safetensors file (:meth:`LatentCache.save` /
 :meth:`LatentCache.load`); the metadata keeps the VAE and caption-encoder configs so a cache is
 never silently used with another VAE.
@@ -115,14 +119,30 @@ class LatentCache(Dataset):
     Args:
         items: the cached clips; all share channel counts, latent H/W and caption width.
         meta: provenance (VAE configs, caption-encoder name), stored with the cache.
+        null_caption: ``[L0, text_dim]`` token states of the empty prompt (what the sampler's
+            unconditional pass sees); None for caches built before condition dropout existed.
     """
 
-    def __init__(self, items: Sequence[LatentItem], *, meta: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        items: Sequence[LatentItem],
+        *,
+        meta: dict[str, Any] | None = None,
+        null_caption: torch.Tensor | None = None,
+    ) -> None:
         self.items = list(items)
         self.meta = dict(meta or {})
         if not self.items:
             raise ValueError("a LatentCache needs at least one clip; pass a non-empty list of LatentItem.")
         first = self.items[0]
+        if null_caption is not None and (
+            null_caption.dim() != 2 or null_caption.shape[0] < 1 or null_caption.shape[1] != first.caption.shape[1]
+        ):
+            raise ValueError(
+                f"null_caption has shape {tuple(null_caption.shape)}: expected [L >= 1, {first.caption.shape[1]}] "
+                f"(the caption encoder's token states of the empty prompt, as wide as the clips' captions)."
+            )
+        self.null_caption = null_caption
         def v_shape(it: LatentItem) -> tuple[int, ...]:
             return (it.v_x0.shape[0], *it.v_x0.shape[2:])
 
@@ -188,6 +208,8 @@ class LatentCache(Dataset):
             if it.ref_pool is not None:
                 tensors[f"{i}.ref"] = it.ref_pool
             rows.append({"transcript": it.transcript, "caption": it.caption_text, "family": it.family})
+        if self.null_caption is not None:
+            tensors["null_caption"] = self.null_caption
         meta = {"format": LATENT_CACHE_FORMAT, "items": json.dumps(rows), "meta": json.dumps(self.meta, sort_keys=True)}
         atomic_save_file(tensors, path, meta)
 
@@ -221,7 +243,7 @@ class LatentCache(Dataset):
                 raise ValueError(
                     f"latent cache {src!r} lacks {e} for clip {i}; the file is damaged. Rebuild it."
                 ) from e
-        return cls(items, meta=json.loads(header.get("meta", "{}")))
+        return cls(items, meta=json.loads(header.get("meta", "{}")), null_caption=tensors.get("null_caption"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -292,6 +314,8 @@ def build_latent_cache(
     if not partial:
         raise ValueError("no clips to encode: the dataset is empty. Pass --clips N >= 1 or a folder with videos.")
     captions = [p["caption"] for p in partial]
+    null_tokens, null_mask = caption_encoder.encode([""])  # the unconditional prompt (cond_drop trains it)
+    null_caption = null_tokens[0][null_mask[0]].float().cpu()
     items = []
     for start in range(0, len(captions), caption_batch):
         tokens, mask = caption_encoder.encode(captions[start : start + caption_batch])
@@ -315,7 +339,7 @@ def build_latent_cache(
         "audio_vae_sha256": weights_fingerprint(audio_vae),
         "caption_encoder": type(caption_encoder).__name__,
     }
-    cache = LatentCache(items, meta=meta)
+    cache = LatentCache(items, meta=meta, null_caption=null_caption)
     log.info("latent cache: %s", cache.fingerprint())
     return cache
 

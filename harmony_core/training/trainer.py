@@ -29,7 +29,15 @@ from typing import Any
 import torch
 
 from ..model.conditions import ForwardOptions
-from .batching import STREAM_TASKS, BucketBatchSampler, LatentBatch, collate, plan_references, stream_generator
+from .batching import (
+    STREAM_TASKS,
+    BucketBatchSampler,
+    LatentBatch,
+    collate,
+    plan_cond_drop,
+    plan_references,
+    stream_generator,
+)
 from .checkpoint import checkpoint_step, prune_numbered, restore_train_checkpoint, save_train_checkpoint
 from .config import TrainConfig, lr_at
 from .distributed import all_reduce_sum, current_dist, default_device, unwrap_model, wrap_model
@@ -292,6 +300,11 @@ def train(
     if not resume and last.exists():
         raise FileExistsError(f"{last} already exists: pass resume=True (--resume) to continue it, or a new out_dir.")
     check_dataset(model, dataset)
+    if config.cond_drop > 0 and dataset.null_caption is None:
+        raise ValueError(
+            f"cond_drop={config.cond_drop} needs the empty prompt's caption tokens, and this latent cache has none "
+            f"(built before condition dropout existed). Rebuild the cache (drop --latents) or set cond_drop=0."
+        )
     rows = info.rows(config.batch_size)
     never, sometimes = unused_parameters(model, config)
     for name, p in model.named_parameters():
@@ -333,7 +346,8 @@ def train(
             indices = sampler.batch(step)
             plan = plan_references(dataset, indices, seed=config.seed, step=step, prob=config.ref_prob,
                                    seconds=config.ref_seconds, rate=rate, mode=config.ref_mode)
-            batch = collate(dataset, indices, plan=plan, rows=rows).to(device)
+            drop = plan_cond_drop(config.seed, step, len(indices), config.cond_drop)
+            batch = collate(dataset, indices, plan=plan, rows=rows, drop=drop).to(device)
             tb = _task_batch(batch, mix, config.seed, step, rows.start)
             lr = lr_at(config, step)
             for g in opt.param_groups:

@@ -15,7 +15,7 @@ from harmony_core.config import get_preset
 from harmony_core.io.checkpoints import atomic_save_file, load_tensors
 from harmony_core.model.conditions import ForwardOptions
 from harmony_core.text.transcript import TranscriptEncoderConfig
-from harmony_core.training.batching import BucketBatchSampler, collate, plan_references
+from harmony_core.training.batching import BucketBatchSampler, collate, plan_cond_drop, plan_references
 from harmony_core.training.checkpoint import checkpoint_step, load_ema_model
 from harmony_core.training.config import TrainConfig, lr_at
 from harmony_core.training.ema import EMA
@@ -28,8 +28,9 @@ from harmony_core.training.trainer import LossStats, train
 TCFG = TranscriptEncoderConfig(dim=12, num_blocks=1)
 
 
-def random_cache(config, n=8, frames=(2, 3), seed=0, pools=False) -> LatentCache:
-    """Random latents for the tiny preset: two length buckets, some empty transcripts."""
+def random_cache(config, n=8, frames=(2, 3), seed=0, pools=False, null=False) -> LatentCache:
+    """Random latents for the tiny preset: two length buckets, some empty transcripts (``null``: with
+    an empty-prompt caption for condition dropout)."""
     g = torch.Generator().manual_seed(seed)
     items = []
     for i in range(n):
@@ -42,7 +43,7 @@ def random_cache(config, n=8, frames=(2, 3), seed=0, pools=False) -> LatentCache
             transcript=("hello there", "", "ok go")[i % 3],
             ref_pool=torch.randn(config.audio.in_channels, 30, generator=g) if pools else None,
         ))
-    return LatentCache(items)
+    return LatentCache(items, null_caption=torch.randn(2, config.video.text_dim, generator=g) if null else None)
 
 
 def small_config(**kw) -> TrainConfig:
@@ -265,6 +266,49 @@ def test_reference_segments_are_cut_from_the_clip_or_its_timbre_partner_for_the_
             src = getattr(cache[j], field)
             o = plan.offsets[j]
             assert torch.equal(batch.a_ref[row], src[:, o : o + plan.length])
+
+
+def test_condition_dropout_replaces_caption_and_transcript_by_the_empty_prompt_per_row():
+    cache = random_cache(get_preset("tiny"), n=4, frames=(3,), null=True)
+    drops = [plan_cond_drop(0, s, 4, 0.25) for s in range(200)]
+    rate = sum(map(sum, drops)) / 800
+    assert 0.2 < rate < 0.3
+    assert drops == [plan_cond_drop(0, s, 4, 0.25) for s in range(200)]  # a pure function of (seed, step, row)
+    assert plan_cond_drop(0, 0, 4, 0.0) == [False] * 4
+    drop = [False, True, False, True]
+    full = collate(cache, [0, 1, 2, 3], drop=drop)
+    for r in range(4):
+        want = cache.null_caption if drop[r] else cache[r].caption
+        n = want.shape[0]
+        assert torch.equal(full.caption[r, :n], want) and bool(full.caption_mask[r, :n].all())
+        assert not bool(full.caption_mask[r, n:].any())
+        assert bool(full.transcript_mask[r].any()) == (not drop[r] and cache[r].transcript != "")
+    half = collate(cache, [0, 1, 2, 3], drop=drop, rows=slice(2, 4))  # a rank's rows equal the global rows
+    assert torch.equal(half.caption, full.caption[2:]) and torch.equal(half.transcript_ids, full.transcript_ids[2:])
+
+
+def test_condition_dropout_on_a_cache_without_the_empty_prompt_fails_before_training(tmp_path):
+    with pytest.raises(ValueError, match="cond_drop=0.1 needs the empty prompt.*Rebuild the cache"):
+        run(tmp_path, random_cache(get_preset("tiny")), cond_drop=0.1)
+    assert not (tmp_path / "last.safetensors").exists()
+    with pytest.raises(ValueError, match="cond_drop=1.0.*probability in \\[0, 1\\)"):
+        TrainConfig(cond_drop=1.0)
+
+
+def test_a_run_with_condition_dropout_trains_and_resumes_exactly(tmp_path):
+    cache = random_cache(get_preset("tiny"), null=True)
+    _, straight, _ = run(tmp_path / "a", cache, cond_drop=0.5)
+    run(tmp_path / "b", cache, cond_drop=0.5, steps=3)
+    _, resumed, _ = run(tmp_path / "b", cache, cond_drop=0.5, resume=True)
+    assert [h["loss"] for h in resumed] == [h["loss"] for h in straight[3:]]
+
+
+def test_a_latent_cache_keeps_its_empty_prompt_caption_through_a_file(tmp_path):
+    cache = random_cache(get_preset("tiny"), n=2, null=True)
+    cache.save(tmp_path / "c.safetensors")
+    assert torch.equal(LatentCache.load(tmp_path / "c.safetensors").null_caption, cache.null_caption)
+    with pytest.raises(ValueError, match="null_caption has shape"):
+        LatentCache(cache.items, null_caption=torch.zeros(2, 5))
 
 
 def test_a_timbre_partner_shares_the_voice_but_not_the_words_or_the_seed():
