@@ -112,6 +112,15 @@ class HarmonyEngine:
         h, w = self.bundle.info.get("resolution", (64, 64))
         return int(h), int(w)
 
+    def unconditional_trained(self) -> bool | None:
+        """Whether the model was trained with the empty prompt (``TrainConfig.cond_drop > 0``), i.e.
+        whether text CFG / a negative prompt has a trained branch to guide against; None when the
+        bundle does not record its training (e.g. a converted checkpoint)."""
+        train = self.bundle.info.get("train_config")
+        if not isinstance(train, dict):
+            return None
+        return float(train.get("cond_drop", 0.0)) > 0.0
+
     def frames_for_seconds(self, seconds: float) -> int:
         return self.config.timeline.pixel_frames_for_seconds(seconds)
 
@@ -293,6 +302,12 @@ class HarmonyEngine:
             img = self.fit_frames(first_frame[None], self.fps, height=h, width=w, num_frames=1)
             ff_latent = self.encode_video(img[None])[:, :, :1].expand(b, -1, -1, -1, -1)
         guidance = guidance or GuidanceConfig.sync()
+        if guidance.uses_negative and self.unconditional_trained() is False:
+            log.warning(
+                "this guidance runs a negative (empty-prompt) pass, but the model was trained with cond_drop=0: it "
+                "never saw an empty prompt, so text CFG guides against an untrained branch and may degrade the clip. "
+                "Use SyncCFG (guidance 'sync'), or a model trained with cond_drop > 0."
+            )
         cond = self.encode_text(prompts, transcripts)
         neg = self.encode_text([negative_prompt] * b, [""] * b) if guidance.uses_negative else None
         request = GenerationRequest(mode=mode, steps=steps, shift=shift, sampler=sampler, guidance=guidance)

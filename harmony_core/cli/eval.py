@@ -29,7 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", default=None, help="Harmony bundle (default: the shipped tiny model)")
     p.add_argument("--prompts", required=True, help="JSON-lines prompts file")
-    p.add_argument("--modes", default="cfg,sync", help="comma-separated guidance modes: cfg, sync, none")
+    p.add_argument("--modes", default="cfg,sync",
+                   help="comma-separated guidance modes: cfg, sync, sync+text (SyncCFG plus a text-CFG term at "
+                   "--text-scale), none")
+    p.add_argument("--text-scale", type=float, default=2.0, help="text-CFG scale of the sync+text mode")
     p.add_argument("--task", default="t2av", choices=("t2av", "a2v", "v2a"),
                    help="t2av: generate both streams; a2v / v2a: keep each synthetic scene's true audio / "
                    "video and generate the other stream (measures whether a stream follows the other)")
@@ -165,6 +168,12 @@ def main(argv: list[str] | None = None) -> int:
                              f"{'audio' if args.task == 'a2v' else 'video'}, but {len(texts)} prompt(s) are free "
                              f"text (first: {texts[0]!r}); use a prompts file of synthetic scenes or --task t2av.")
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    from .generate import GUIDANCE_MODES
+
+    unknown = [m for m in modes if m not in GUIDANCE_MODES]
+    if unknown:
+        raise ValueError(f"--modes {args.modes!r}: {unknown[0]!r} is unknown; expected a comma-separated list of "
+                         f"{', '.join(GUIDANCE_MODES)}.")
     engine = HarmonyEngine.from_file(args.model or default_model_path(), device=args.device)
     rows, per_clip, strips = [], [], []
     t0 = time.perf_counter()
@@ -183,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
                 **source,
                 transcript=item.get("transcript", ""),
                 seconds=float(item.get("seconds", args.seconds)),
-                guidance=guidance_from_args(mode, args.video_scale, args.audio_scale),
+                guidance=guidance_from_args(mode, args.video_scale, args.audio_scale, args.text_scale),
                 steps=args.steps,
                 shift=args.shift,
                 seed=seed,

@@ -16,7 +16,9 @@ import time
 
 from .common import default_model_path, progress_callback
 
-__all__ = ["build_parser", "main"]
+__all__ = ["GUIDANCE_MODES", "build_parser", "guidance_from_args", "main"]
+
+GUIDANCE_MODES = ("sync", "cfg", "sync+text", "none")
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video", help="input video file (v2a)")
     p.add_argument(
         "--guidance",
-        choices=("sync", "cfg", "none"),
+        choices=GUIDANCE_MODES,
         default="sync",
-        help="sync: SyncCFG (paper scales 3/2); cfg: text CFG against an empty prompt; none",
+        help="sync: SyncCFG (paper scales 3/2); cfg: text CFG against an empty prompt; sync+text: SyncCFG plus a "
+        "text-CFG term (--text-scale, beyond the paper); none",
     )
+    p.add_argument("--text-scale", type=float, default=2.0, help="text-CFG scale of --guidance sync+text")
     p.add_argument("--video-scale", type=float, default=None, help="override the video guidance scale")
     p.add_argument("--audio-scale", type=float, default=None, help="override the audio guidance scale")
     p.add_argument("--steps", type=int, default=25, help="sampler steps")
@@ -58,14 +62,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def guidance_from_args(kind: str, video: float | None, audio: float | None):
+def guidance_from_args(kind: str, video: float | None, audio: float | None, text: float = 2.0):
+    """The ``GuidanceConfig`` of a CLI guidance mode; ``video`` / ``audio`` override its two scales
+    (default 3 / 2, the paper's), ``text`` is the text-CFG scale of ``sync+text``."""
     from ..sampling.guidance import GuidanceConfig
 
     if kind == "sync":
         return GuidanceConfig.sync(video=3.0 if video is None else video, audio=2.0 if audio is None else audio)
     if kind == "cfg":
         return GuidanceConfig.text_cfg(video=3.0 if video is None else video, audio=2.0 if audio is None else audio)
-    return GuidanceConfig.none()
+    if kind == "sync+text":  # beyond the paper: SyncCFG plus a text-CFG term against the empty prompt
+        return GuidanceConfig.sync(video=3.0 if video is None else video, audio=2.0 if audio is None else audio,
+                                   video_text_scale=text, audio_text_scale=text)
+    if kind == "none":
+        return GuidanceConfig.none()
+    raise ValueError(f"guidance {kind!r} is unknown: expected one of {GUIDANCE_MODES}.")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             mode=args.mode,
             audio=audio,
             video=video,
-            guidance=guidance_from_args(args.guidance, args.video_scale, args.audio_scale),
+            guidance=guidance_from_args(args.guidance, args.video_scale, args.audio_scale, args.text_scale),
             steps=args.steps,
             sampler=args.sampler,
             shift=args.shift,

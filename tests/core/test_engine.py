@@ -85,3 +85,22 @@ def test_reading_audio_from_a_file_without_audio_says_so(tmp_path):
     write_mp4(tmp_path / "silent.mp4", torch.zeros(5, 16, 16, 3), 24.0)
     with pytest.raises(ValueError, match="has no audio stream"):
         read_audio(tmp_path / "silent.mp4")
+
+
+def test_text_cfg_on_a_model_never_trained_with_the_empty_prompt_warns(caplog):
+    import dataclasses
+    import logging
+
+    bundle = make_random_bundle()
+    guided = GuidanceConfig.text_cfg()
+    for cond_drop, warned in ((0.0, True), (0.1, False)):
+        engine = HarmonyEngine(
+            dataclasses.replace(bundle, info={**bundle.info, "train_config": {"cond_drop": cond_drop}})
+        )
+        assert engine.unconditional_trained() is (cond_drop > 0)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="harmony_core.engine"):
+            engine.generate("a beep", seconds=0.5, steps=1, guidance=guided)
+            engine.generate("a beep", seconds=0.5, steps=1)  # SyncCFG runs no empty-prompt pass: never warned
+        assert sum("cond_drop=0" in r.getMessage() for r in caplog.records) == int(warned)
+    assert HarmonyEngine(bundle).unconditional_trained() is None  # a bundle without training info
