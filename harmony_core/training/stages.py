@@ -22,8 +22,10 @@ of the previous one, ``--init``):
     1e-5, shift 5, references (timbre partners) in half of the batches.
 
 ``synthetic`` trains the shipped tiny model on the synthetic world from scratch in one joint stage
-(all parameters from step 0; a from-scratch model needs a larger LR than the paper's fine-tuning,
-and a cosine decay of it: samples from weights trained at the final, lower LR are much cleaner),
+(all parameters from step 0; a from-scratch model needs a much larger LR than the paper's
+fine-tuning, and a cosine decay of it: samples from weights trained at the final, lower LR are much
+cleaner; an unshifted sigma distribution, since these latents are tiny; 10 % of the samples with the
+empty prompt, so that text CFG has a trained unconditional branch to guide against),
 and ``tiny`` is a seconds-long smoke run for tests.
 """
 
@@ -158,13 +160,17 @@ def _joint() -> StagePreset:
 
 
 def _synthetic() -> StagePreset:
+    # Measured on 800-step probes (held-out flow-matching error of the video stream, 48 unseen clips):
+    # lr 3e-4 -> 0.68, 1e-3 -> 0.45, 2e-3 -> 0.35 at batch 8, 0.28 at batch 16 (1.7x the step time).
+    # shift 1: the paper's shift 5 (made for 48 x 44 x 80 Wan latents) puts 83 % of the samples of
+    # these 8 x 8 latents above sigma 0.5 and left the fine detail untrained (blobs instead of lamps).
     return StagePreset(
         name="synthetic",
         description="the shipped tiny model: joint training from scratch on the synthetic world",
         model="synthetic",
-        train=TrainConfig(steps=4000, batch_size=8, lr=3e-4, warmup=100, lr_schedule="cosine", weight_decay=0.01,
-                          ema_decay=0.999,
-                          ema_start=100, ref_prob=0.3, ref_seconds=(0.5, 1.0), log_every=25, ckpt_every=500),
+        train=TrainConfig(steps=2400, batch_size=16, lr=2e-3, warmup=200, lr_schedule="cosine", weight_decay=0.01,
+                          ema_decay=0.999, ema_start=100, shift=1.0, cond_drop=0.1, ref_prob=0.3,
+                          ref_seconds=(0.5, 1.0), log_every=25, ckpt_every=500),
         data=DataConfig(clips=256, seconds=(2.0,)),
     )
 

@@ -52,3 +52,23 @@ def test_build_default_trains_both_vaes_then_the_dit_and_writes_a_loadable_bundl
     engine = HarmonyEngine.from_file(str(out))
     result = engine.generate("a red ball", seconds=0.5, steps=1, seed=0)
     assert torch.isfinite(result.frames).all() and result.waveform.shape[-1] > 0
+
+
+def test_the_shipped_model_was_built_by_the_current_recipe():
+    """The README's one-command rebuild holds: the shipped bundle records the refine stage's command,
+    which is ``RECIPE['dit_refine']`` (every argument), and the preset's training settings."""
+    import json
+    from pathlib import Path
+
+    from harmony_core.io.checkpoints import read_metadata
+    from harmony_core.training.stages import get_stage
+
+    shipped = Path(build_default.__file__).resolve().parents[1] / "assets" / "harmony-tiny.safetensors"
+    info = json.loads(read_metadata(str(shipped))["info"])
+    command = info["command"].split()
+    assert command[command.index("train") + 1:][:len(build_default.RECIPE["dit_refine"])] == \
+        build_default.RECIPE["dit_refine"]
+    preset = get_stage("synthetic").train
+    for name in ("batch_size", "shift", "cond_drop", "warmup", "lr_schedule", "ema_decay"):
+        overridden = any(a.startswith(f"{name}=") for a in build_default.RECIPE["dit_refine"])
+        assert overridden or info["train_config"][name] == getattr(preset, name), name
