@@ -6,6 +6,10 @@ its three passes batched into one forward, and SyncCFG run as three sequential f
 milliseconds per step, the ratios between modes, and the achieved GFLOP/s (FLOPs counted by
 ``torch.utils.flop_counter``) against a matmul peak measured in the same run.
 
+``--optimizer`` also times one AdamW step over the trainable parameters of the ``synthetic`` train
+model (its transcript encoder included) with torch's three implementations: per-tensor loop,
+``foreach`` and ``fused`` (the trainer uses fused when it can).
+
 All numbers come from this one run on this machine; nothing is hard-coded. The SyncCFG anchors
 here are stand-in latents (the VAE encodes are cached per shape in real use and are not part of
 the per-step DiT cost measured here).
@@ -14,6 +18,7 @@ the per-step DiT cost measured here).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -138,10 +143,38 @@ def run(cases=CASES, repeats: int = 3) -> list[dict]:
     return rows
 
 
+def optimizer_rows(preset: str = "synthetic", repeats: int = 20) -> list[dict]:
+    """Best-of-``repeats`` milliseconds of one AdamW step over ``preset``'s train model per implementation."""
+    from .training.model import build_train_model
+    from .training.stages import get_stage
+
+    stage = get_stage(preset)
+    cfg = get_preset(stage.model)
+    transcript = dataclasses.replace(stage.transcript, dim=cfg.speech_dim) if cfg.speech_dim else None
+    model = build_train_model(cfg, transcript=transcript)
+    params = [p for p in model.parameters() if p.requires_grad]
+    g = torch.Generator().manual_seed(0)
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=g)
+    rows = []
+    for name, kwargs in (("loop", {"foreach": False}), ("foreach", {"foreach": True}), ("fused", {"fused": True})):
+        opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01, **kwargs)
+        opt.step()  # creates the state
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            opt.step()
+            best = min(best, time.perf_counter() - t0)
+        rows.append({"preset": preset, "impl": name, "ms": best * 1e3,
+                     "params_m": sum(p.numel() for p in params) / 1e6})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m harmony_core.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per mode (best is kept)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument("--optimizer", action="store_true", help="also time one AdamW step per implementation")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -165,6 +198,12 @@ def main(argv: list[str] | None = None) -> None:
             f"{preset}: SyncCFG batched / sequential = {by['sync-batched'] / by['sync-sequential']:.2f}, "
             f"SyncCFG batched / text CFG = {by['sync-batched'] / by['text-cfg']:.2f}"
         )
+    if args.optimizer:
+        opt_rows = optimizer_rows()
+        loop = opt_rows[0]["ms"]
+        print(f"\nAdamW step, {opt_rows[0]['preset']} train model ({opt_rows[0]['params_m']:.1f}M parameters):")
+        for r in opt_rows:
+            print(f"  {r['impl']:<8} {r['ms']:>7.2f} ms  x loop {r['ms'] / loop:.2f}")
 
 
 if __name__ == "__main__":

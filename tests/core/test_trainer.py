@@ -437,3 +437,28 @@ def test_the_cli_trains_the_tiny_preset_and_writes_a_loadable_bundle(tmp_path):
              "--video-vae", str(tmp_path / "v2.safetensors"), "--audio-vae", str(tmp_path / "a.safetensors")]
     with pytest.raises(ValueError, match="encoded with another video vae"):
         cli_main(reuse)  # a cache never pairs with a VAE that did not encode it
+
+
+def test_the_fused_adamw_the_trainer_picks_updates_like_the_per_tensor_loop():
+    from harmony_core.bench import optimizer_rows
+    from harmony_core.training.trainer import _can_fuse
+
+    def run(**kwargs):
+        model = build_train_model(get_preset("tiny"), seed=3)
+        params = [p for p in model.parameters() if p.requires_grad]
+        assert _can_fuse(params)
+        opt = torch.optim.AdamW(params, lr=1e-2, weight_decay=0.01, **kwargs)
+        g = torch.Generator().manual_seed(0)
+        for _ in range(3):
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=g)
+            opt.step()
+        return torch.cat([p.detach().flatten() for p in params])
+
+    before = torch.cat([p.detach().flatten() for p in build_train_model(get_preset("tiny"), seed=3).parameters()])
+    loop, fused = run(foreach=False), run(fused=True)
+    assert (loop - before).abs().max() > 1e-3  # the steps moved the weights
+    torch.testing.assert_close(fused, loop, rtol=1e-5, atol=1e-6)
+    assert not _can_fuse([torch.nn.Parameter(torch.zeros(2, dtype=torch.int64), requires_grad=False)])
+    rows = optimizer_rows("tiny", repeats=1)
+    assert [r["impl"] for r in rows] == ["loop", "foreach", "fused"] and all(r["ms"] > 0 for r in rows)
