@@ -24,7 +24,7 @@ __all__ = ["build_parser", "load_prompts", "main"]
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m harmony_core eval",
-        description=__doc__.split("\n")[0],
+        description=__doc__.split("\n\n")[0].replace("\n", " "),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--model", default=None, help="Harmony bundle (default: the shipped tiny model)")
