@@ -67,13 +67,13 @@ def guidance_from_args(kind: str, video: float | None, audio: float | None, text
     (default 3 / 2, the paper's), ``text`` is the text-CFG scale of ``sync+text``."""
     from ..sampling.guidance import GuidanceConfig
 
+    scales = {"video": 3.0 if video is None else video, "audio": 2.0 if audio is None else audio}
     if kind == "sync":
-        return GuidanceConfig.sync(video=3.0 if video is None else video, audio=2.0 if audio is None else audio)
+        return GuidanceConfig.sync(**scales)
     if kind == "cfg":
-        return GuidanceConfig.text_cfg(video=3.0 if video is None else video, audio=2.0 if audio is None else audio)
+        return GuidanceConfig.text_cfg(**scales)
     if kind == "sync+text":  # beyond the paper: SyncCFG plus a text-CFG term against the empty prompt
-        return GuidanceConfig.sync(video=3.0 if video is None else video, audio=2.0 if audio is None else audio,
-                                   video_text_scale=text, audio_text_scale=text)
+        return GuidanceConfig.sync(**scales, video_text_scale=text, audio_text_scale=text)
     if kind == "none":
         return GuidanceConfig.none()
     raise ValueError(f"guidance {kind!r} is unknown: expected one of {GUIDANCE_MODES}.")

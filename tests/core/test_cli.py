@@ -23,24 +23,8 @@ def bundle_path(tmp_path_factory):
 
 def test_generate_writes_an_mp4_with_video_and_audio(bundle_path, tmp_path, capsys):
     out = tmp_path / "clip.mp4"
-    assert (
-        generate.main(
-            [
-                "--model",
-                bundle_path,
-                "--prompt",
-                "a red ball bouncing",
-                "--seconds",
-                "1",
-                "--steps",
-                "2",
-                "--quiet",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert generate.main(["--model", bundle_path, "--prompt", "a red ball bouncing", "--seconds", "1", "--steps", "2",
+                          "--quiet", "--out", str(out)]) == 0
     info = probe_streams(out)
     assert info["video"]["codec"] == "h264" and info["video"]["frames"] == 25 and info["audio"]["codec"] == "aac"
     assert "wrote" in capsys.readouterr().out
@@ -53,23 +37,8 @@ def test_generate_v2a_keeps_the_input_video_length(bundle_path, tmp_path):
     src = tmp_path / "in.mp4"
     write_mp4(src, clip.frames, clip.fps)  # no sound: v2a must not need one
     out = tmp_path / "v2a.mp4"
-    generate.main(
-        [
-            "--model",
-            bundle_path,
-            "--mode",
-            "v2a",
-            "--video",
-            str(src),
-            "--prompt",
-            "drums",
-            "--steps",
-            "2",
-            "--quiet",
-            "--out",
-            str(out),
-        ]
-    )
+    generate.main(["--model", bundle_path, "--mode", "v2a", "--video", str(src), "--prompt", "drums", "--steps", "2",
+                   "--quiet", "--out", str(out)])
     assert probe_streams(out)["video"]["frames"] == clip.num_frames
     assert "audio" in probe_streams(out)
 
@@ -81,32 +50,11 @@ def test_a2v_without_audio_is_a_clear_usage_error(bundle_path, tmp_path):
 
 def test_eval_prints_a_table_per_mode_on_the_same_seeds(bundle_path, tmp_path, capsys):
     prompts = tmp_path / "p.jsonl"
-    prompts.write_text(
-        "\n".join(
-            json.dumps(p)
-            for p in ({"family": "flash", "seed": 3}, {"prompt": "a beep"}, {"family": "flash", "seed": 4})
-        )
-        + "\n"
-    )
+    prompts.write_text("\n".join(json.dumps(p) for p in ({"family": "flash", "seed": 3}, {"prompt": "a beep"},
+                                                           {"family": "flash", "seed": 4})) + "\n")
     report = tmp_path / "r.json"
-    eval_cli.main(
-        [
-            "--model",
-            bundle_path,
-            "--prompts",
-            str(prompts),
-            "--steps",
-            "1",
-            "--seconds",
-            "1",
-            "--json",
-            str(report),
-            "--strip",
-            str(tmp_path / "strip.png"),
-            "--strip-clips",
-            "1",
-        ]
-    )
+    eval_cli.main(["--model", bundle_path, "--prompts", str(prompts), "--steps", "1", "--seconds", "1",
+                   "--json", str(report), "--strip", str(tmp_path / "strip.png"), "--strip-clips", "1"])
     table = capsys.readouterr().out
     assert "| cfg" in table and "| sync" in table
     # the synthetic scene also gets its ceilings: the rendered truth and the VAE round trip
@@ -151,25 +99,8 @@ def test_eval_a2v_v2a_keep_each_scenes_true_stream(bundle_path, tmp_path, capsys
     prompts = tmp_path / "p.jsonl"
     prompts.write_text(json.dumps({"family": "drum", "seed": 5}) + "\n")
     report = tmp_path / "r.json"
-    eval_cli.main(
-        [
-            "--model",
-            bundle_path,
-            "--prompts",
-            str(prompts),
-            "--task",
-            task,
-            "--modes",
-            "sync",
-            "--steps",
-            "1",
-            "--seconds",
-            "1",
-            "--json",
-            str(report),
-            "--no-references",
-        ]
-    )
+    eval_cli.main(["--model", bundle_path, "--prompts", str(prompts), "--task", task, "--modes", "sync", "--steps",
+                   "1", "--seconds", "1", "--json", str(report), "--no-references"])
     truth = generate_clip(5, family="drum", seconds=1.0)
     (kw,) = seen
     assert kw["mode"] == task
